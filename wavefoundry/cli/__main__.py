@@ -1,0 +1,5 @@
+import sys
+
+from wavefoundry.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""Tasks: what the engine trains. A task builds its model and datasets from a run config and defines
+``loss_fn(model, batch) -> (loss, metrics)``; the engine's train step knows nothing about audio.
+
+Every run config is a dataclass deriving from :class:`RunConfig` (``task``, ``train``, ``optim``, ``schedule`` plus the
+family's own sections); ``TASKS`` maps the ``task`` name saved in ``config.json`` back to the task class, so a run
+directory can be reloaded strictly.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from wavefoundry.config import ConfigError, from_dict
+from wavefoundry.train.engine import TrainConfig
+from wavefoundry.train.optim import OptimConfig
+from wavefoundry.train.schedules import ScheduleConfig
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Sections shared by every run; families add ``model`` and ``data`` sections."""
+
+    task: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+class Task(abc.ABC):
+    """Base class of trainable tasks; subclasses set ``name`` and ``Config`` and register with :func:`register`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[RunConfig]]
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def prepare_data(self) -> None:
+        """Build the data on disk if missing (never downloads); the engine runs it on rank 0 before ``datasets``."""
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (the engine seeds torch before calling it)."""
+
+    @abc.abstractmethod
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        """(train, eval) datasets indexed by ``(index, sample_seed)`` keys (see ``train/batches.py``)."""
+
+    @abc.abstractmethod
+    def loss_fn(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss to minimise and detached scalar metrics to log."""
+
+    def collate(self, samples: list[Any]) -> Any:
+        return default_collate(samples)
+
+
+TASKS: dict[str, type[Task]] = {}
+#: Modules that register the built-in tasks; imported on first lookup so a saved run always resolves.
+BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging",)
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator adding a task to ``TASKS`` under ``cls.name``."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        for module in BUILTIN_TASK_MODULES:
+            importlib.import_module(module)
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS)) or '(none registered)'}")
+    return TASKS[name]
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Build the run config of the task named in ``data['task']``, strictly."""
+    if not isinstance(data, dict) or "task" not in data:
+        raise ConfigError("run config has no 'task' key")
+    return from_dict(task_class(data["task"]).Config, data)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Load ``config.json`` (or the one inside a run/checkpoint directory) strictly."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg})") from None
+    return config_from_dict(data)
+
+
+def build_task(config: RunConfig) -> Task:
+    return task_class(config.task)(config)
+
+
+def load_model(path: str | Path, *, ema: bool = True) -> tuple[Task, nn.Module]:
+    """Rebuild a trained model from a checkpoint or run directory (config strictly, weights from safetensors).
+
+    Args:
+        path: a checkpoint directory (``model.safetensors`` + ``config.json``) or a run directory.
+        ema: use ``ema.safetensors`` when the checkpoint has it.
+
+    Returns:
+        (task, model in eval mode).
+    """
+    from wavefoundry.train.checkpoint import load_weights, resolve_model_dir
+
+    model_dir = resolve_model_dir(path)
+    task = build_task(load_run_config(model_dir))
+    model = task.build_model()
+    weights = model_dir / ("ema.safetensors" if ema and (model_dir / "ema.safetensors").is_file() else "model.safetensors")
+    state = load_weights(weights)
+    full = model.state_dict()
+    full.update(state)  # EMA holds floating-point tensors only; integer buffers come from the model file
+    if weights.name == "ema.safetensors":
+        full.update({k: v for k, v in load_weights(model_dir / "model.safetensors").items() if k not in state})
+    model.load_state_dict(full, strict=True)
+    return task, model.eval()
