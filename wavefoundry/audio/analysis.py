@@ -324,7 +324,9 @@ def estimate_tempo(audio: np.ndarray, sr: int, *, bpm_min: float = 60.0, bpm_max
         return 0.0
     # Subtract a 155 ms moving average: keeps the pulses, drops slow level changes.
     env = np.maximum(env - np.convolve(env, np.ones(31) / 31, mode="same"), 0.0)
-    spec = np.fft.rfft(env, 2 * env.shape[0])
+    # Widen each pulse to ~25 ms so that beat periods between two frame lags keep their full peak height.
+    smooth = np.convolve(env, np.hanning(7)[1:-1] / np.hanning(7).sum(), mode="same")
+    spec = np.fft.rfft(smooth, 2 * env.shape[0])
     acf = np.fft.irfft(np.abs(spec) ** 2)[: env.shape[0]]  # biased: longer lags weigh less
     if acf[0] <= 0.0:
         return 0.0

@@ -109,8 +109,9 @@ def _tonal_parts(a: dict, rng: np.random.Generator) -> tuple[str, str, str, list
         verb = _pick(rng, (f"playing a single {note} note", f"holding the note {note}", f"sounding {note}"))
         thing = _pick(rng, (f"a single {note} note", f"a held {note}", f"the note {note}"))
     elif a["kind"] == "chord":
-        name = _pick(rng, (a["chord"], a["chord"], f"{a['chord_symbol']}"))
-        verb = _pick(rng, (f"playing a {name} chord", f"holding a sustained {name} chord"))
+        name = _pick(rng, (a["chord"], a["chord"], a["chord_symbol"]))
+        held = f"striking {_article(name)}" if a["envelope"] == "percussive" else f"holding a sustained {name}"
+        verb = _pick(rng, (f"playing {_article(name)} chord", f"{held} chord"))
         thing = _article(f"{name} chord")
     else:
         name, bpm, direction = a["chord"], a["tempo_bpm"], ARP_WORDS[a["arpeggio"]]

@@ -57,7 +57,9 @@ def _tone(voice: dict, midi: int, n: int, sr: int, rng: np.random.Generator) -> 
     timbre = voice["timbre"]
     tilt = BRIGHTNESS.get(voice["brightness"], 0.0)
     if timbre == "pluck":
-        return pluck_tone(f0, n, sr, rng, tilt, max(natural_t60(f0), 2.5 * n / sr))
+        # At most 20 dB of string decay over the note: its end is the gate's release, not a fade into the
+        # -40 dB threshold that defines the active span.
+        return pluck_tone(f0, n, sr, rng, tilt, max(natural_t60(f0), 3.0 * n / sr))
     if timbre == "fm_bell":
         return fm_tone(f0, n, sr, voice["fm_ratio"], voice["fm_index"], voice["fm_index_decay_s"])
     weights = harmonic_weights(timbre, f0, sr, tilt, voice.get("organ_stops", "full"))
