@@ -75,13 +75,9 @@ def test_name_takes_version_from_url() -> None:
     assert normalize_license("Attribution", url="http://creativecommons.org/licenses/by/3.0/") == "CC-BY-3.0"
     assert normalize_license(None, url="http://creativecommons.org/licenses/by/3.0/") == "CC-BY-3.0"
     # the URL is more specific: its jurisdiction wins over an unported title
-    assert (
-        normalize_license("CC BY 3.0", url="http://creativecommons.org/licenses/by/3.0/us/") == "CC-BY-3.0-US"
-    )
+    assert normalize_license("CC BY 3.0", url="http://creativecommons.org/licenses/by/3.0/us/") == "CC-BY-3.0-US"
     # an unreadable title is rescued by a readable URL
-    assert (
-        normalize_license("my licence", url="https://creativecommons.org/publicdomain/zero/1.0/") == "CC0-1.0"
-    )
+    assert normalize_license("my licence", url="https://creativecommons.org/publicdomain/zero/1.0/") == "CC0-1.0"
 
 
 def test_conflicting_title_and_url_is_rejected() -> None:
@@ -111,9 +107,7 @@ def test_policy_reasons() -> None:
 def test_default_allow_list_is_exactly_the_design_list() -> None:
     assert LicensePolicy().allow == {"CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "LicenseRef-CC-Sampling-Plus-1.0"}
     kept = {spdx for text, spdx in TABLE if spdx and LicensePolicy().check(text)[1] is None}
-    assert (
-        kept == DEFAULT_ALLOW
-    )  # every other id of the table is rejected, ported and NC/ND/SA variants included
+    assert kept == DEFAULT_ALLOW  # every other id of the table is rejected, ported and NC/ND/SA variants included
 
 
 def test_custom_allow_list() -> None:
@@ -140,10 +134,7 @@ def test_attribution_duty() -> None:
 def test_deed_urls_round_trip() -> None:
     assert license_url("CC0-1.0") == "https://creativecommons.org/publicdomain/zero/1.0/"
     assert license_url("CC-BY-4.0") == "https://creativecommons.org/licenses/by/4.0/"
-    assert (
-        license_url("LicenseRef-CC-Sampling-Plus-1.0")
-        == "https://creativecommons.org/licenses/sampling+/1.0/"
-    )
+    assert license_url("LicenseRef-CC-Sampling-Plus-1.0") == "https://creativecommons.org/licenses/sampling+/1.0/"
     assert license_url("CC-BY-NC-SA-3.0-US") == "https://creativecommons.org/licenses/by-nc-sa/3.0/us/"
     for spdx in {s for _, s in TABLE if s and not s.startswith("LicenseRef-My")}:
         assert normalize_license(license_url(spdx)) == spdx

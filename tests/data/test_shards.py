@@ -88,9 +88,7 @@ def test_shards_are_byte_identical_and_atomic(dataset, tmp_path) -> None:
     first = write_shards(manifest, tmp_path / "one", max_items=2, progress=False)
     # a reordered manifest gives the same shards
     items = read_manifest(manifest)[::-1]
-    second = write_shards(
-        write_manifest(tmp_path / "rev.jsonl", items), tmp_path / "two", max_items=2, progress=False
-    )
+    second = write_shards(write_manifest(tmp_path / "rev.jsonl", items), tmp_path / "two", max_items=2, progress=False)
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     assert not list((tmp_path / "one").glob(".*"))  # no temp files left behind
 
@@ -111,11 +109,7 @@ def test_resample_and_channels(dataset, tmp_path) -> None:
     for sample in iter_shards(tmp_path / "s" / "mono16k-*.tar"):
         sr, _, frames = SPECS[sample.key]
         assert sample.sample_rate == sample.meta["sample_rate"] == 16000
-        assert (
-            sample.audio.shape
-            == (1, round(frames * 16000 / sr))
-            == (sample.meta["channels"], sample.audio.shape[1])
-        )
+        assert sample.audio.shape == (1, round(frames * 16000 / sr)) == (sample.meta["channels"], sample.audio.shape[1])
         assert sample.meta["duration_s"] == pytest.approx(frames / sr, abs=1e-4)
 
 

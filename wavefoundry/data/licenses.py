@@ -31,9 +31,7 @@ _SPECIAL = {
     "nc-sampling+": "LicenseRef-CC-NC-Sampling-Plus",
     "sampling": "LicenseRef-CC-Sampling",
 }
-_STEM_TO_PATH = {
-    v: ("publicdomain/" if k in ("zero", "mark") else "licenses/") + k for k, v in _SPECIAL.items()
-}
+_STEM_TO_PATH = {v: ("publicdomain/" if k in ("zero", "mark") else "licenses/") + k for k, v in _SPECIAL.items()}
 _BY_PARTS = ("nc", "nd", "sa")
 _URL_RE = re.compile(r"^(?:https?://)?(?:www\.)?creativecommons\.org/(licenses|publicdomain)/([^?#]*)", re.I)
 _ID_RE = re.compile(

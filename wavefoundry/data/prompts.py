@@ -85,9 +85,7 @@ def prompt_fields(meta: Mapping[str, object]) -> dict[str, str | list[str]]:
             continue
         value: str | list[str] = _clean_list(raw) if name in _LIST_FIELDS else clean_text(raw)
         if name == "bpm":
-            value = re.sub(
-                r"\s*bpm$", "", str(value), flags=re.I
-            )  # the unit is added back when it is printed
+            value = re.sub(r"\s*bpm$", "", str(value), flags=re.I)  # the unit is added back when it is printed
         if value:
             fields[name] = value
     return fields

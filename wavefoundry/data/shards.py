@@ -95,9 +95,7 @@ def _prepare(
 
         audio, sr = resample(audio, sr, sample_rate), sample_rate
     meta = dataclasses.asdict(item)
-    meta.update(
-        path=f"{item.id}.flac", sample_rate=sr, channels=audio.shape[0], duration_s=audio.shape[1] / sr
-    )
+    meta.update(path=f"{item.id}.flac", sample_rate=sr, channels=audio.shape[0], duration_s=audio.shape[1] / sr)
     body = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
     return [(f"{item.id}.flac", encode_flac(audio, sr, subtype=subtype)), (f"{item.id}.json", body)]
 
@@ -225,9 +223,7 @@ def write_shards(
                 members = _prepare(item, sample_rate, channels, subtype)
             except (AudioError, ValueError) as exc:
                 logger.warning("skipping %s: %s", item.id, exc)
-                rejects.append(
-                    json.dumps({"path": item.path, "reason": str(exc), "stage": "shard", "id": item.id})
-                )
+                rejects.append(json.dumps({"path": item.path, "reason": str(exc), "stage": "shard", "id": item.id}))
                 continue
             writer.add(members)
         paths = writer.close()
@@ -300,9 +296,7 @@ def _sample(shard: Path, key: str, members: dict[str, bytes], decode: bool) -> S
     where = f"{shard}: sample {key!r}"
     audio_ext = next((ext for ext in AUDIO_EXTS if ext in members), None)
     if "json" not in members or audio_ext is None:
-        logger.warning(
-            "%s: skipped (members %s; need json and one of %s)", where, sorted(members), AUDIO_EXTS
-        )
+        logger.warning("%s: skipped (members %s; need json and one of %s)", where, sorted(members), AUDIO_EXTS)
         return None
     try:
         meta = json.loads(members["json"].decode("utf-8"))
@@ -335,17 +329,13 @@ def _iter_one(shard: Path, decode: bool) -> Iterator[ShardSample]:
                 fh = tar.extractfile(info)
                 members[ext] = fh.read() if fh is not None else b""
     except (tarfile.TarError, OSError, EOFError) as exc:
-        logger.warning(
-            "%s: unreadable after sample %r (%s); skipping the rest of this shard", shard, key, exc
-        )
+        logger.warning("%s: unreadable after sample %r (%s); skipping the rest of this shard", shard, key, exc)
     sample = _sample(shard, key, members, decode) if members else None
     if sample is not None:
         yield sample
 
 
-def iter_shards(
-    paths_or_glob: str | Path | Iterable[str | Path], *, decode: bool = True
-) -> Iterator[ShardSample]:
+def iter_shards(paths_or_glob: str | Path | Iterable[str | Path], *, decode: bool = True) -> Iterator[ShardSample]:
     """Stream the samples of shards in order (see :func:`shard_paths` for the inputs).
 
     A bad member (undecodable audio, bad JSON, a missing half) or a damaged tar is logged and skipped; the

@@ -44,7 +44,7 @@ class Task(abc.ABC):
     def __init__(self, config: RunConfig) -> None:
         self.config = config
 
-    def prepare_data(self) -> None:
+    def prepare_data(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Build the data on disk if missing (never downloads); the engine runs it on rank 0 before ``datasets``."""
 
     @abc.abstractmethod
@@ -123,7 +123,8 @@ def load_model(path: str | Path, *, ema: bool = True) -> tuple[Task, nn.Module]:
     model_dir = resolve_model_dir(path)
     task = build_task(load_run_config(model_dir))
     model = task.build_model()
-    weights = model_dir / ("ema.safetensors" if ema and (model_dir / "ema.safetensors").is_file() else "model.safetensors")
+    use_ema = ema and (model_dir / "ema.safetensors").is_file()
+    weights = model_dir / ("ema.safetensors" if use_ema else "model.safetensors")
     state = load_weights(weights)
     full = model.state_dict()
     full.update(state)  # EMA holds floating-point tensors only; integer buffers come from the model file

@@ -7,6 +7,7 @@ Input audio (B, C, T) is averaged to mono, turned into a log-mel spectrogram, pa
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -58,7 +59,7 @@ class AudioTagger(nn.Module):
         self.cfg = cfg
         self.frontend = MelSpectrogram(cfg.mel)
         widths = [1] + [cfg.width * 2**i for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in itertools.pairwise(widths))
         self.proj = nn.Linear(widths[-1], cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.embed_dim, len(cfg.labels))

@@ -50,9 +50,7 @@ def _header(reader: Any, where: str) -> list[str]:
         raise InvalidMetadataError(f"{where}: expected a two-row header (section, field)") from None
     names, section = [], ""
     for i in range(max(len(top), len(sub))):
-        section = (
-            top[i] if i < len(top) else ""
-        ).strip() or section  # merged header cells repeat the left one
+        section = (top[i] if i < len(top) else "").strip() or section  # merged header cells repeat the left one
         field = (sub[i] if i < len(sub) else "").strip()
         names.append(f"{section}.{field}" if section and field else field or section)
     missing = [c for c in _REQUIRED if c not in names]
@@ -113,9 +111,7 @@ def _literal_list(row: dict[str, str], column: str, where: str) -> list[Any]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise InvalidMetadataError(
-            f"{where}: column {column} is not a Python list literal: {text[:60]!r}"
-        ) from None
+        raise InvalidMetadataError(f"{where}: column {column} is not a Python list literal: {text[:60]!r}") from None
     if not isinstance(value, (list, tuple)):
         raise InvalidMetadataError(f"{where}: column {column} must be a list, got {text[:60]!r}")
     return list(value)
@@ -138,9 +134,7 @@ def fma_record(track_id: str, row: dict[str, str], genres: dict[int, str] | None
             names.append(genres[gid])
     genre_names = list(dict.fromkeys(n for n in names if n))
     title, artist, album = (row.get(k, "").strip() for k in ("track.title", "artist.name", "album.title"))
-    fma_attrs = {
-        k.split(".")[1]: row[k].strip() for k in ("set.split", "set.subset") if row.get(k, "").strip()
-    }
+    fma_attrs = {k.split(".")[1]: row[k].strip() for k in ("set.split", "set.subset") if row.get(k, "").strip()}
     meta = {"title": title, "artist": artist, "album": album, "genres": genre_names, "tags": tags}
     meta["description"] = row.get("track.information", "")
     return SourceRecord(

@@ -85,9 +85,7 @@ def _objects(data: Any, where: str) -> list[Any]:
         return [data]
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         return [{"id": key, **value} for key, value in data.items()]
-    raise InvalidMetadataError(
-        f"{where}: expected a list of sound objects, a search page or an id -> object map"
-    )
+    raise InvalidMetadataError(f"{where}: expected a list of sound objects, a search page or an id -> object map")
 
 
 def load_freesound_index(path: str | Path) -> dict[str, dict[str, Any]]:

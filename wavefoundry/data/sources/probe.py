@@ -82,13 +82,9 @@ def _check_complete(path: Path, info: AudioInfo, frames: int) -> None:
     if info.format == "WAV":
         counts = _wav_frames(path)
         if counts and counts[1] < counts[0]:
-            raise TruncatedAudioError(
-                f"{path}: truncated (header declares {counts[0]} frames, file holds {counts[1]})"
-            )
+            raise TruncatedAudioError(f"{path}: truncated (header declares {counts[0]} frames, file holds {counts[1]})")
     elif info.format in _EXACT_LENGTH_FORMATS and info.frames and frames < info.frames:
-        raise TruncatedAudioError(
-            f"{path}: truncated (header declares {info.frames} frames, decoded {frames})"
-        )
+        raise TruncatedAudioError(f"{path}: truncated (header declares {info.frames} frames, decoded {frames})")
 
 
 def probe_audio(path: str | Path, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioFacts:

@@ -67,9 +67,7 @@ class MetadataResolver:
             if sound_id in self.freesound:
                 where = f"{self.freesound_json} (id {sound_id})"
                 return freesound_record(self.freesound[sound_id], where=where)
-            tried.append(
-                f"id {sound_id} not in {self.freesound_json}" if sound_id else "no Freesound id in name"
-            )
+            tried.append(f"id {sound_id} not in {self.freesound_json}" if sound_id else "no Freesound id in name")
         if self.fma is not None:
             track_id = fma_track_id(path)
             if track_id in self.fma:

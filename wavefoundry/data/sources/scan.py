@@ -96,9 +96,7 @@ class ScanReport:
         ]
         lines += [f"  rejected ({reason}): {n}" for reason, n in sorted(self.by_reason.items())]
         lines += [f"  licence {lic}: {n}" for lic, n in sorted(self.licenses.items())]
-        lines.append(
-            f"manifest {self.manifest_path}; rejects {self.rejects_path}; attribution {self.attribution_path}"
-        )
+        lines.append(f"manifest {self.manifest_path}; rejects {self.rejects_path}; attribution {self.attribution_path}")
         return "\n".join(lines)
 
 
@@ -175,9 +173,7 @@ def _evaluate(path: Path, resolver: MetadataResolver, policy: LicensePolicy, max
     return _Accepted(record, decision.id or "", facts)
 
 
-def _evaluate_safely(
-    path: Path, resolver: MetadataResolver, policy: LicensePolicy, max_seconds: float
-) -> Outcome:
+def _evaluate_safely(path: Path, resolver: MetadataResolver, policy: LicensePolicy, max_seconds: float) -> Outcome:
     try:
         return _evaluate(path, resolver, policy, max_seconds)
     except Exception as exc:  # a library bug on one odd file must not end a scan of a million
@@ -225,9 +221,7 @@ def _attribution_csv(items: list[ManifestItem]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _check_args(
-    root: Path, metadata: str, valid_fraction: float, workers: int | None, max_seconds: float
-) -> None:
+def _check_args(root: Path, metadata: str, valid_fraction: float, workers: int | None, max_seconds: float) -> None:
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder not found: {root}")
     if metadata not in METADATA_MODES:
@@ -284,9 +278,7 @@ def scan_folder(
     ids = assign_ids(rel_paths)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = pool.map(
-            lambda rel: _evaluate_safely(root / rel, resolver, policy, max_seconds), rel_paths
-        )
+        outcomes = pool.map(lambda rel: _evaluate_safely(root / rel, resolver, policy, max_seconds), rel_paths)
         outcomes = list(tqdm(outcomes, total=len(rel_paths), desc="scan", unit="file", disable=not progress))
     items, rejects = _collect(root, rel_paths, ids, outcomes, seed, valid_fraction)
     return _write_outputs(out_dir, items, rejects, ignored)
@@ -311,26 +303,20 @@ def _collect(
             continue
         original = first_by_sha.get(outcome.facts.sha256)
         if original is not None:
-            rejects.append(
-                Reject(str(path), f"{path}: duplicate content of item {original}", "duplicate", "duplicate")
-            )
+            rejects.append(Reject(str(path), f"{path}: duplicate content of item {original}", "duplicate", "duplicate"))
             continue
         try:
             item = _make_item(item_id, path, rel, outcome, seed, _split(item_id, seed, valid_fraction))
         except Exception as exc:  # odd metadata values must not end the scan either
             logger.exception("cannot build the manifest item of %s", path)
-            rejects.append(
-                Reject(str(path), f"{path}: {type(exc).__name__}: {exc}", "internal", "internal error")
-            )
+            rejects.append(Reject(str(path), f"{path}: {type(exc).__name__}: {exc}", "internal", "internal error"))
             continue
         first_by_sha[outcome.facts.sha256] = item_id
         items.append(item)
     return items, rejects
 
 
-def _write_outputs(
-    out_dir: Path, items: list[ManifestItem], rejects: list[Reject], ignored: int
-) -> ScanReport:
+def _write_outputs(out_dir: Path, items: list[ManifestItem], rejects: list[Reject], ignored: int) -> ScanReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ScanReport(
         candidates=len(items) + len(rejects),
