@@ -17,7 +17,7 @@ def tagger_tiny() -> TaggerRunConfig:
     """SynthCaps tagger that trains in about a minute on 2 CPU cores (the ``make demo`` job)."""
     return TaggerRunConfig(
         data=DataConfig(synth=SynthConfig(n_items=480, seconds=2.0, channels=1, valid_fraction=0.15)),
-        train=TrainConfig(steps=240, batch_size=32, eval_every=80, ckpt_every=80, log_every=10),
+        train=TrainConfig(steps=300, batch_size=32, eval_every=100, ckpt_every=100, log_every=10),
         optim=OptimConfig(lr=2e-3, weight_decay=0.05),
         schedule=ScheduleConfig(name="cosine", warmup_steps=20, min_ratio=0.05),
     )
@@ -27,7 +27,7 @@ def tagger_small() -> TaggerRunConfig:
     """A larger tagger on 2,000 four-second SynthCaps items (about 15 minutes on 2 CPU cores)."""
     cfg = tagger_tiny()
     cfg.data.synth = SynthConfig(n_items=2000, seconds=4.0, channels=1)
-    cfg.model.width, cfg.model.depth = 48, 4
+    cfg.model.width, cfg.model.depth = 32, 4
     cfg.train.steps = 2000
     return cfg
 

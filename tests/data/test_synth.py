@@ -367,3 +367,17 @@ def test_stft_filter_with_unit_gain_is_identity():
     x = np.random.default_rng(0).standard_normal(5000)
     y = stft_filter(x, SR, lambda f, t: np.ones((t.size, f.size)))
     np.testing.assert_allclose(y, x, atol=1e-12)
+
+
+def test_rounded_uniform_draws_stay_inside_unround_bounds():
+    from wavefoundry.data.synth.sampling import Chooser
+
+    low, high = 0.03, 0.28788  # rounding to 4 digits can land on 0.2879 > high
+    ch = Chooser(np.random.default_rng(0), {})
+    draws = [ch.uniform(f"k{i}", low, high, digits=4) for i in range(20000)]
+    assert low <= min(draws) and max(draws) <= high
+
+
+def test_regression_item_19_of_two_second_mono_set():
+    item = synth_item(SynthConfig(n_items=480, seconds=2.0, channels=1), 19)
+    assert item.audio.shape == (1, 32000)

@@ -32,7 +32,7 @@ def per_class_report(task, model, dataset) -> dict:
             for p, y in zip(pred.tolist(), batch["label"].tolist()):
                 hits[labels[y]][0] += int(p == y)
                 hits[labels[y]][1] += 1
-    per_class = {k: round(h / n, 3) for k, (h, n) in hits.items() if n}
+    per_class = {k: {"accuracy": round(h / n, 3), "n": n} for k, (h, n) in hits.items() if n}
     total = sum(h for h, _ in hits.values()) / max(1, sum(n for _, n in hits.values()))
     return {"accuracy": round(total, 4), "n_items": len(dataset), "per_class": per_class}
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nSynthCaps tagger after {result.step} steps: validation accuracy {report['accuracy']:.1%} "
           f"on {report['n_items']} held-out clips ({len(task.config.model.labels)} classes)")  # fmt: skip
-    for name, acc in report["per_class"].items():
-        print(f"  {name:12s} {acc:6.1%}")
+    for name, row in report["per_class"].items():
+        print(f"  {name:12s} {row['accuracy']:6.1%}  ({row['n']} clips)")
     print(f"report: {args.out / 'report.json'}")
     return 0

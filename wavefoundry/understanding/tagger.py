@@ -21,8 +21,8 @@ class TaggerConfig:
     """Label set, front end and width of :class:`AudioTagger`."""
 
     labels: tuple[str, ...]
-    mel: MelConfig = field(default_factory=lambda: MelConfig(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64))
-    width: int = 32
+    mel: MelConfig = field(default_factory=lambda: MelConfig(sample_rate=16000, n_fft=512, hop_length=320, n_mels=64))
+    width: int = 16
     depth: int = 3
     embed_dim: int = 128
     dropout: float = 0.1

@@ -192,7 +192,9 @@ def _draw_pan(ch: Chooser) -> float:
     return ch.number("pan", drawn, -1.0, 1.0)
 
 
-def _attrs(cfg: SynthConfig, index: int, category: str, rendered: Rendered, pan: float, audio) -> dict[str, Any]:
+def _attrs(
+    cfg: SynthConfig, index: int, category: str, rendered: Rendered, pan: float, audio: np.ndarray
+) -> dict[str, Any]:
     attrs: dict[str, Any] = dict.fromkeys(COMMON_KEYS)
     attrs.update(rendered.attrs)
     attrs.update(

@@ -37,8 +37,8 @@ class Chooser:
     def uniform(self, key: str, low: float, high: float, *, digits: int | None = None) -> float:
         """A float in [low, high], rounded to ``digits`` when given; an override must lie in the range."""
         drawn = float(self.rng.uniform(low, high))
-        if digits is not None:
-            drawn = round(drawn, digits)
+        if digits is not None:  # rounding may step just past a bound that is not itself round
+            drawn = min(max(round(drawn, digits), low), high)
         value = self._pin(key, drawn)
         return self._in_range(key, value, low, high, float)
 
