@@ -1,6 +1,7 @@
 """2-process torchrun (gloo, CPU): DDP and FSDP2 match a single process on the same global batch."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,15 @@ def _torchrun(*args: str) -> None:
         "2",
         str(WORKER),
     ]
-    proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = subprocess.Popen([*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, never leave them behind
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-4000:]
 
 
 def _final(run_dir: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:

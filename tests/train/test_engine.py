@@ -116,3 +116,15 @@ def test_bf16_autocast_runs_and_learns(tmp_path):
     train(ToyTask(_cfg(steps=30, precision="bf16")), tmp_path / "run")
     records = read_metrics(tmp_path / "run", "train")
     assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_partial_checkpoint_from_a_kill_is_ignored_and_removed(tmp_path):
+    cfg = _cfg(steps=6, ckpt_every=2)
+    train(ToyTask(cfg), tmp_path / "run", until=4)
+    partial = tmp_path / "run" / "checkpoints" / ".tmp-step-00000006-abc"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half a file")
+    assert ckpt.latest_checkpoint(tmp_path / "run").name == "step-00000004"
+    train(ToyTask(cfg), tmp_path / "run", resume=True)
+    assert not partial.exists()
+    assert ckpt.latest_checkpoint(tmp_path / "run").name == "step-00000006"

@@ -47,6 +47,15 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def remove_partial(run_dir: str | Path) -> int:
+    """Delete temporary folders left by a run killed while writing a checkpoint; returns how many."""
+    root = Path(run_dir) / CHECKPOINTS
+    partial = [p for p in root.glob(".tmp-step-*") if p.is_dir()] if root.is_dir() else []
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(partial)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

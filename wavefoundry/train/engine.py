@@ -117,6 +117,8 @@ class Trainer:
         self.lr_factor = lr_factor_fn(self.cfg.schedule, self.tc.steps)
         self.ema = EMA(D.unwrap(self.model).state_dict(), self.tc.ema_decay) if self.tc.ema_decay else None
         self.step, self.bad_in_row, self.skipped = 0, 0, 0
+        if resume and self.info.is_main and ckpt.remove_partial(self.run_dir):
+            log.info("removed an incomplete checkpoint left by the previous run")
         self.resume_from = ckpt.latest_checkpoint(self.run_dir) if resume else None
         if self.resume_from is not None:
             self._load(self.resume_from)
