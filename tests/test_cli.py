@@ -81,6 +81,9 @@ def _messy_folder(root: Path) -> dict[str, bool]:
     add("badjson.wav", False, sidecar="{oops")
     add("text_as.mp3", False, write=lambda p: p.write_text("not audio at all"))
     add("zero_frames.wav", False, write=lambda p: sf.write(p, np.zeros(0, np.float32), sr))
+    add("silent.wav", False, write=lambda p: sf.write(p, np.zeros(sr, np.float32), sr))
+    add("blip.wav", False, write=lambda p: sf.write(p, tone[:100], sr))  # 6 ms: shorter than --min-seconds
+    add("six_channels.wav", True, write=lambda p: sf.write(p, np.stack([tone * (k + 1) / 7 for k in range(6)], 1), sr))
     return expected
 
 
@@ -99,7 +102,11 @@ def test_scan_shard_inspect_on_messy_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = _run(tmp_path, "data", "inspect", "shards", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["items"] == 3
+    assert json.loads(proc.stdout)["items"] == 4
+    kinds = {Path(r["path"]).name: r["kind"] for r in rejects}
+    assert (
+        kinds["silent.wav"] == "silent" and kinds["blip.wav"] == "too short" and kinds["nan.wav"] == "non-finite audio"
+    )
 
 
 def test_scan_missing_folder_is_one_line_error(tmp_path):

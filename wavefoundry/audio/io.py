@@ -47,6 +47,14 @@ class AudioTooLongError(AudioError):
     """The audio is longer than the allowed maximum."""
 
 
+class SilentAudioError(AudioError):
+    """The audio is digital silence (every sample is zero)."""
+
+
+class AudioTooShortError(AudioError):
+    """The audio is shorter than the required minimum."""
+
+
 class ChannelError(AudioError):
     """The channel layout is not supported for the requested operation."""
 

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for prompts and the split")
     p.add_argument("--valid-fraction", type=float, default=0.0, help="share of items in the valid split")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="reject longer files (default 3600)")
+    p.add_argument("--min-seconds", type=float, default=0.1, help="reject shorter files (default 0.1)")
+    p.add_argument("--allow-silence", action="store_true", help="keep files that are digital silence")
     p.add_argument("--workers", type=int, default=None, help="decoding threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_scan)
@@ -85,6 +87,8 @@ def run_scan(args: argparse.Namespace) -> int:
         seed=args.seed,
         valid_fraction=args.valid_fraction,
         max_seconds=args.max_seconds,
+        min_seconds=args.min_seconds,
+        allow_silence=args.allow_silence,
         workers=args.workers,
         progress=not args.no_progress,
     )

@@ -18,7 +18,9 @@ from wavefoundry.audio.io import (
     AudioDecodeError,
     AudioError,
     AudioInfo,
+    AudioTooShortError,
     EmptyAudioError,
+    SilentAudioError,
     audio_info,
     load_audio,
 )
@@ -87,10 +89,21 @@ def _check_complete(path: Path, info: AudioInfo, frames: int) -> None:
         raise TruncatedAudioError(f"{path}: truncated (header declares {info.frames} frames, decoded {frames})")
 
 
-def probe_audio(path: str | Path, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioFacts:
+#: Shortest file a scan keeps by default: shorter ones carry no usable training crop.
+DEFAULT_MIN_SECONDS = 0.1
+
+
+def probe_audio(
+    path: str | Path,
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    min_seconds: float = 0.0,
+    allow_silence: bool = True,
+) -> AudioFacts:
     """Decode ``path`` completely and return its facts.
 
     Raises:
+        AudioTooShortError: shorter than ``min_seconds``. SilentAudioError: all zeros and not ``allow_silence``.
         AudioDecodeError: unreadable or undecodable. EmptyAudioError: 0 bytes, no samples or no channels.
         NonFiniteAudioError: NaN/inf samples. AudioTooLongError: longer than ``max_seconds``.
         TruncatedAudioError: fewer samples than the header declares.
@@ -104,6 +117,12 @@ def probe_audio(path: str | Path, *, max_seconds: float = DEFAULT_MAX_SECONDS) -
     info = audio_info(path)
     audio, sample_rate = load_audio(path, max_seconds=max_seconds)  # (C, T); raises on NaN, empty, too long
     channels, frames = audio.shape
+    if frames < min_seconds * sample_rate:
+        raise AudioTooShortError(
+            f"{path}: {frames / sample_rate:.3f} s is shorter than the minimum of {min_seconds:g} s"
+        )
+    if not allow_silence and not audio.any():
+        raise SilentAudioError(f"{path}: digital silence (every sample is zero)")
     del audio  # only the facts are kept; free the samples before hashing
     try:
         _check_complete(path, info, frames)

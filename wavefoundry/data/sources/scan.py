@@ -31,15 +31,17 @@ from wavefoundry.audio.io import (
     AudioDecodeError,
     AudioError,
     AudioTooLongError,
+    AudioTooShortError,
     ChannelError,
     EmptyAudioError,
     NonFiniteAudioError,
+    SilentAudioError,
 )
 from wavefoundry.config import atomic_write_bytes
 from wavefoundry.data.licenses import LicensePolicy, license_url, requires_attribution
 from wavefoundry.data.manifest import ManifestItem, write_manifest
 from wavefoundry.data.prompts import build_prompt
-from wavefoundry.data.sources.probe import AudioFacts, TruncatedAudioError, probe_audio
+from wavefoundry.data.sources.probe import DEFAULT_MIN_SECONDS, AudioFacts, TruncatedAudioError, probe_audio
 from wavefoundry.data.sources.records import MetadataError, MissingMetadataError, SourceRecord
 from wavefoundry.data.sources.resolve import METADATA_MODES, MetadataResolver
 
@@ -55,6 +57,8 @@ _AUDIO_KINDS: tuple[tuple[type[AudioError], str], ...] = (
     (AudioTooLongError, "too long"),
     (TruncatedAudioError, "truncated"),
     (ChannelError, "bad channels"),
+    (SilentAudioError, "silent"),
+    (AudioTooShortError, "too short"),
 )
 
 
@@ -156,7 +160,14 @@ def _audio_kind(exc: AudioError) -> str:
     return next((kind for cls, kind in _AUDIO_KINDS if isinstance(exc, cls)), "audio error")
 
 
-def _evaluate(path: Path, resolver: MetadataResolver, policy: LicensePolicy, max_seconds: float) -> Outcome:
+@dataclass(frozen=True)
+class _Limits:
+    min_seconds: float
+    max_seconds: float
+    allow_silence: bool
+
+
+def _evaluate(path: Path, resolver: MetadataResolver, policy: LicensePolicy, limits: _Limits) -> Outcome:
     """Run the metadata, licence and audio stages on one file: an :class:`_Accepted` or a :class:`Reject`."""
     try:
         record = resolver.resolve(path)
@@ -167,15 +178,17 @@ def _evaluate(path: Path, resolver: MetadataResolver, policy: LicensePolicy, max
     if not decision.allowed:
         return Reject(str(path), decision.reason or "", "license", decision.kind)
     try:
-        facts = probe_audio(path, max_seconds=max_seconds)
+        facts = probe_audio(
+            path, max_seconds=limits.max_seconds, min_seconds=limits.min_seconds, allow_silence=limits.allow_silence
+        )
     except AudioError as exc:
         return Reject(str(path), str(exc), "audio", _audio_kind(exc))
     return _Accepted(record, decision.id or "", facts)
 
 
-def _evaluate_safely(path: Path, resolver: MetadataResolver, policy: LicensePolicy, max_seconds: float) -> Outcome:
+def _evaluate_safely(path: Path, resolver: MetadataResolver, policy: LicensePolicy, limits: _Limits) -> Outcome:
     try:
-        return _evaluate(path, resolver, policy, max_seconds)
+        return _evaluate(path, resolver, policy, limits)
     except Exception as exc:  # a library bug on one odd file must not end a scan of a million
         logger.exception("unexpected error on %s", path)
         return Reject(str(path), f"{type(exc).__name__}: {exc}", "internal", "internal error")
@@ -245,6 +258,8 @@ def scan_folder(
     seed: int = 0,
     valid_fraction: float = 0.0,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+    allow_silence: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> ScanReport:
@@ -263,6 +278,8 @@ def scan_folder(
         valid_fraction: share of items put in the "valid" split (by a hash of the id: stable as files are
             added).
         max_seconds: longer files are rejected.
+        min_seconds: shorter files are rejected (default 0.1 s).
+        allow_silence: keep files that are digital silence (rejected by default: nothing to learn from them).
         workers: decoding threads (default: up to 4).
         progress: show a progress bar.
 
@@ -272,13 +289,16 @@ def scan_folder(
     """
     root, out_dir = Path(root), Path(out_dir)
     _check_args(root, metadata, valid_fraction, workers, max_seconds)
+    if not 0.0 <= min_seconds < max_seconds:
+        raise ValueError(f"min_seconds must be in [0, max_seconds), got {min_seconds}")
+    limits = _Limits(min_seconds, max_seconds, allow_silence)
     policy = policy or LicensePolicy()
     resolver = MetadataResolver(metadata, freesound_json=freesound_json, fma_tracks=fma_tracks)
     rel_paths, ignored = find_audio(root)
     ids = assign_ids(rel_paths)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = pool.map(lambda rel: _evaluate_safely(root / rel, resolver, policy, max_seconds), rel_paths)
+        outcomes = pool.map(lambda rel: _evaluate_safely(root / rel, resolver, policy, limits), rel_paths)
         outcomes = list(tqdm(outcomes, total=len(rel_paths), desc="scan", unit="file", disable=not progress))
     items, rejects = _collect(root, rel_paths, ids, outcomes, seed, valid_fraction)
     return _write_outputs(out_dir, items, rejects, ignored)
@@ -336,5 +356,5 @@ def _write_outputs(out_dir: Path, items: list[ManifestItem], rejects: list[Rejec
     atomic_write_bytes(report.attribution_path, _attribution_csv(items))
     for reject in rejects:
         logger.debug("rejected %s", reject.reason)
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())
     return report
