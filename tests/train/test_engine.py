@@ -112,10 +112,17 @@ def test_too_many_nan_steps_stop_with_checkpoint_intact(tmp_path):
     assert all(torch.equal(good[k], kept[k]) for k in good if k != "calls")
 
 
-def test_bf16_autocast_runs_and_learns(tmp_path):
-    train(ToyTask(_cfg(steps=30, precision="bf16")), tmp_path / "run")
+def test_bf16_autocast_runs_and_learns_with_tensorboard(tmp_path):
+    train(ToyTask(_cfg(steps=30, precision="bf16", tensorboard=True, eval_every=10)), tmp_path / "run")
     records = read_metrics(tmp_path / "run", "train")
     assert records[-1]["loss"] < records[0]["loss"]
+    assert [r["step"] for r in read_metrics(tmp_path / "run", "eval")] == [10, 20, 30]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "eval/loss"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("train/loss")) == 30
 
 
 def test_partial_checkpoint_from_a_kill_is_ignored_and_removed(tmp_path):
