@@ -114,11 +114,12 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 
 
 def load_full_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict, optim_state: dict | None
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict | None, optim_state: dict | None
 ) -> None:
     """Load full (unsharded) states into a possibly sharded model/optimizer (every rank calls it)."""
     options = StateDictOptions(full_state_dict=True, strict=True)
-    set_model_state_dict(unwrap(model), model_state, options=options)
+    if model_state is not None:
+        set_model_state_dict(unwrap(model), model_state, options=options)
     if optimizer is not None and optim_state is not None:
         set_optimizer_state_dict(unwrap(model), optimizer, optim_state, options=options)
 

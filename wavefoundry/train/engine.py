@@ -113,7 +113,12 @@ class Trainer:
         if self.tc.activation_checkpointing:
             D.apply_activation_checkpointing(model)
         self.model = D.wrap_model(model, self.tc.strategy, self.info)
-        self.optimizer = build_optimizer(D.unwrap(self.model), self.cfg.optim)
+        self.groups = task.optimizer_groups(D.unwrap(self.model))
+        if len(self.groups) > 1 and self.tc.strategy != "none" and self.info.enabled:
+            raise ValueError(
+                f"task '{task.name}' uses several optimizers, which train.strategy=ddp/fsdp does not support yet"
+            )
+        self.optimizers = {name: build_optimizer(module, cfg) for name, (module, cfg) in self.groups.items()}
         self.lr_factor = lr_factor_fn(self.cfg.schedule, self.tc.steps)
         self.ema = EMA(D.unwrap(self.model).state_dict(), self.tc.ema_decay) if self.tc.ema_decay else None
         self.step, self.bad_in_row, self.skipped = 0, 0, 0
@@ -136,7 +141,14 @@ class Trainer:
     def _load(self, path: Path) -> None:
         state = ckpt.load_train_state(path)
         model_state = ckpt.load_weights(path / "model.safetensors")
-        D.load_full_state(self.model, self.optimizer, model_state, state["optimizer"])
+        D.load_full_state(self.model, None, model_state, None)
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ckpt.CheckpointError(f"{path}: optimizers {sorted(state['optimizers'])} != {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            # An optimizer that never stepped (e.g. a discriminator in warm-up) has no state to restore; loading
+            # its empty state would make torch initialise one with a step count, and resume would drift.
+            if state["optimizers"][name].get("state"):
+                D.load_full_state(self.model, opt, None, state["optimizers"][name])
         if self.ema is not None:
             if not (path / "ema.safetensors").is_file():
                 raise ckpt.CheckpointError(f"{path}: run has EMA enabled but the checkpoint has no ema.safetensors")
@@ -150,12 +162,16 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (collective; rank 0 writes)."""
         model_state = D.full_model_state(self.model)
-        optim_state = D.full_optimizer_state(self.model, self.optimizer)
+        # torch's state-dict API initialises an optimizer that never stepped (a fake step), which would change
+        # what the run does next; such an optimizer is saved as empty instead.
+        optim_states = {
+            name: D.full_optimizer_state(self.model, opt) if opt.state else {} for name, opt in self.optimizers.items()
+        }
         ema_state = D.to_full(self.ema.state_dict()) if self.ema is not None else None
         path = None
         if self.info.is_main:
             train_state = {
-                "optimizer": optim_state,
+                "optimizers": optim_states,
                 "bad_in_row": self.bad_in_row,
                 "skipped": self.skipped,
                 "ema_updates": self.ema.updates if self.ema is not None else 0,
@@ -251,9 +267,11 @@ class Trainer:
 
     def _train_step(self, batches) -> dict[str, float]:
         self.model.train()
-        lr = self.cfg.optim.lr * self.lr_factor(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.task.step = self.step
+        factor = self.lr_factor(self.step)
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.groups[name][1].lr * factor
         finite, sums = True, {}
         accum = self.tc.grad_accum
         for micro in range(accum):
@@ -261,30 +279,50 @@ class Trainer:
             torch.manual_seed(micro_seed(self.tc.seed, self.step, micro, self.info.rank))
             with D.no_grad_sync(self.model, sync=micro == accum - 1), self.autocast:
                 loss, metrics = self.task.loss_fn(self.model, batch)
-            finite = finite and bool(torch.isfinite(loss.detach()))
-            (loss / accum).backward()
-            for k, v in {"loss": loss, **metrics}.items():
+            losses = loss if isinstance(loss, dict) else {"main": loss}
+            finite = finite and all(bool(torch.isfinite(v.detach())) for v in losses.values())
+            self._backward(losses, accum)
+            named = {"loss": sum(losses.values())} if len(losses) == 1 else {f"loss_{k}": v for k, v in losses.items()}
+            for k, v in {**named, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
-        grad_norm = self._clip_gradients()
-        if D.all_true(finite and math.isfinite(grad_norm), self.info):
-            self.optimizer.step()
+        norms = {name: self._clip_gradients(name) for name in self.optimizers}
+        if D.all_true(finite and all(map(math.isfinite, norms.values())), self.info):
+            for opt in self.optimizers.values():
+                opt.step()
             if self.ema is not None:
                 self.ema.update(D.unwrap(self.model).state_dict())
             self.bad_in_row = 0
         else:
-            self._skip_step(sums.get("loss", float("nan")), grad_norm)
-        self.optimizer.zero_grad(set_to_none=True)
-        return {**sums, "grad_norm": grad_norm, "lr": lr}
+            self._skip_step(sums.get("loss", float("nan")), norms)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        grad_metrics = (
+            {"grad_norm": norms["main"]} if "main" in norms else {f"grad_norm_{k}": v for k, v in norms.items()}
+        )
+        return {**sums, **grad_metrics, "lr": self.cfg.optim.lr * factor}
 
-    def _clip_gradients(self) -> float:
-        params = [p for p in self.model.parameters() if p.grad is not None]
+    def _backward(self, losses: dict[str, torch.Tensor], accum: int) -> None:
+        """Backpropagate each loss into its own optimizer's parameters only (one loss: plain backward)."""
+        if set(losses) - set(self.optimizers):
+            raise KeyError(f"loss_fn returned losses {sorted(losses)}; the optimizers are {sorted(self.optimizers)}")
+        if len(self.optimizers) == 1:
+            (next(iter(losses.values())) / accum).backward()
+            return
+        names = list(losses)
+        for i, name in enumerate(names):  # a loss missing this step (e.g. adversarial warm-up) updates nothing
+            params = [p for p in self.groups[name][0].parameters() if p.requires_grad]
+            torch.autograd.backward(losses[name] / accum, inputs=params, retain_graph=i < len(names) - 1)
+
+    def _clip_gradients(self, name: str) -> float:
+        module, cfg = self.groups[name]
+        params = [p for p in module.parameters() if p.grad is not None]
         if not params:
             return 0.0
-        max_norm = self.cfg.optim.grad_clip or float("inf")  # 0 disables clipping, the norm is still logged
+        max_norm = cfg.grad_clip or float("inf")  # 0 disables clipping, the norm is still logged
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=False)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
-    def _skip_step(self, loss: float, grad_norm: float) -> None:
+    def _skip_step(self, loss: float, grad_norm: dict[str, float]) -> None:
         self.bad_in_row += 1
         self.skipped += 1
         log.warning(

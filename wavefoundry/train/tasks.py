@@ -43,6 +43,7 @@ class Task(abc.ABC):
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
+        self.step = 0  # set by the engine before each training step (e.g. for adversarial warm-up)
 
     def prepare_data(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Build the data on disk if missing (never downloads); the engine runs it on rank 0 before ``datasets``."""
@@ -56,8 +57,15 @@ class Task(abc.ABC):
         """(train, eval) datasets indexed by ``(index, sample_seed)`` keys (see ``train/batches.py``)."""
 
     @abc.abstractmethod
-    def loss_fn(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Scalar loss to minimise and detached scalar metrics to log."""
+    def loss_fn(
+        self, model: nn.Module, batch: Any
+    ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Scalar loss to minimise (or one per optimizer name) and detached scalar metrics to log."""
+
+    def optimizer_groups(self, model: nn.Module) -> dict[str, tuple[nn.Module, OptimConfig]]:
+        """Optimizers by name: the sub-module each updates and its settings. ``loss_fn`` then returns a dict of
+        losses with the same names (e.g. generator and discriminator). Default: one optimizer over the model."""
+        return {"main": (model, self.config.optim)}
 
     def collate(self, samples: list[Any]) -> Any:
         return default_collate(samples)
