@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 from wavefoundry.config import ConfigError
 from wavefoundry.data.synth import SynthConfig
+from wavefoundry.train.datasource import DataConfig
 from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
-from wavefoundry.train.tagging import DataConfig, TaggerRunConfig
+from wavefoundry.train.tagging import TaggerRunConfig
 from wavefoundry.train.tasks import RunConfig
 
 

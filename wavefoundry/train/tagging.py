@@ -6,22 +6,18 @@ items, "drums" for drum patterns, the texture kind for textures).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from wavefoundry.config import to_dict
 from wavefoundry.data.datasets import ClipConfig, ClipDataset
-from wavefoundry.data.manifest import ManifestItem, read_manifest
-from wavefoundry.data.synth import SynthConfig, generate_synthcaps
+from wavefoundry.data.manifest import ManifestItem
 from wavefoundry.data.synth.instruments import TIMBRES
 from wavefoundry.data.synth.textures import TEXTURES
+from wavefoundry.train.datasource import DataConfig, eval_clip, prepare_manifest, split_items
 from wavefoundry.train.tasks import RunConfig, Task, register
 from wavefoundry.understanding.tagger import AudioTagger, TaggerConfig
 
@@ -45,17 +41,6 @@ def synthcaps_label(attrs: dict[str, Any]) -> str:
 
 
 @dataclass(kw_only=True)
-class DataConfig:
-    """Where clips come from. An empty ``manifest`` means: SynthCaps per ``synth``, generated once into
-    ``cache_dir`` (keyed by a hash of the synth config)."""
-
-    manifest: str = ""
-    cache_dir: str = "data/cache"
-    synth: SynthConfig = field(default_factory=lambda: SynthConfig(n_items=400, seconds=2.0, channels=1))
-    clip: ClipConfig = field(default_factory=ClipConfig)
-
-
-@dataclass(kw_only=True)
 class TaggerRunConfig(RunConfig):
     task: str = "tagger"
     model: TaggerConfig = field(default_factory=lambda: TaggerConfig(labels=SYNTHCAPS_LABELS))
@@ -67,15 +52,6 @@ class TaggerRunConfig(RunConfig):
                 f"model.mel.sample_rate ({self.model.mel.sample_rate}) must equal data.clip.sample_rate "
                 f"({self.data.clip.sample_rate})"
             )
-
-
-def synth_cache_dir(data: DataConfig) -> Path:
-    digest = hashlib.sha256(json.dumps(to_dict(data.synth), sort_keys=True).encode()).hexdigest()[:12]
-    return Path(data.cache_dir) / f"synthcaps-{digest}"
-
-
-def manifest_path(data: DataConfig) -> Path:
-    return Path(data.manifest) if data.manifest else synth_cache_dir(data) / "manifest.jsonl"
 
 
 class LabelledClips(ClipDataset):
@@ -103,22 +79,12 @@ class TaggerTask(Task):
     Config = TaggerRunConfig
 
     def prepare_data(self) -> None:
-        data = self.config.data
-        path = manifest_path(data)
-        if path.is_file():
-            return
-        if data.manifest:
-            raise FileNotFoundError(f"data.manifest not found: {path}")
-        log.info("generating SynthCaps (%d items) into %s", data.synth.n_items, path.parent)
-        generate_synthcaps(path.parent, data.synth, progress=self.config.train.progress)
+        prepare_manifest(self.config.data, progress=self.config.train.progress)
 
     def datasets(self) -> tuple[LabelledClips, LabelledClips | None]:
-        items = read_manifest(manifest_path(self.config.data))
-        train = [it for it in items if it.split == "train"]
-        valid = [it for it in items if it.split != "train"]
+        train, valid = split_items(self.config.data)
         labels, clip = self.config.model.labels, self.config.data.clip
-        eval_clip = ClipConfig(**{**to_dict(clip), "random_crop": False})
-        return LabelledClips(train, clip, labels), (LabelledClips(valid, eval_clip, labels) if valid else None)
+        return LabelledClips(train, clip, labels), (LabelledClips(valid, eval_clip(clip), labels) if valid else None)
 
     def build_model(self) -> nn.Module:
         return AudioTagger(self.config.model)
