@@ -114,3 +114,22 @@ def test_presets_build_and_round_trip(tmp_path):
         assert load_run_config(tmp_path / f"{name}.json") == cfg
     with pytest.raises(ConfigError, match="valid presets: tagger-small, tagger-tiny"):
         get_preset("nope")
+
+
+@dataclass(kw_only=True)
+class Required:
+    x: int
+
+
+@dataclass(kw_only=True)
+class HasOptional:
+    req: Required | None = None
+
+
+def test_sections_with_required_keys_are_set_as_json():
+    with pytest.raises(ConfigError, match="has required keys"):
+        apply_overrides(HasOptional(), ["req.x=3"])
+    assert apply_overrides(HasOptional(), ['req={"x": 3}']).req == Required(x=3)
+    assert apply_overrides(Outer(), ['optim={"lr": 0.5}']).optim == Inner(lr=0.5)
+    with pytest.raises(ConfigError, match="unknown config key 'y'"):
+        apply_overrides(HasOptional(), ['req={"x": 3, "y": 1}'])

@@ -230,10 +230,19 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
             last = depth == len(parts) - 1
             if dataclasses.is_dataclass(field_t):
                 if last:
+                    if value.strip().startswith("{"):  # a whole section as JSON, validated by from_dict below
+                        node[part] = _parse_json(value, ".".join(parts))
+                        continue
                     sub = ", ".join(sorted(_fields(field_t)))
                     raise ConfigError(f"'{'.'.join(parts)}' is a section; set one of its keys: {sub}")
                 if node.get(part) is None:
-                    node[part] = to_dict(field_t())
+                    try:
+                        node[part] = to_dict(field_t())
+                    except TypeError:
+                        raise ConfigError(
+                            f"'{'.'.join(parts[: depth + 1])}' is empty and has required keys; set the whole section "
+                            f"as JSON, e.g. --set '{'.'.join(parts[: depth + 1])}={{...}}'"
+                        ) from None
                 node_cls, node = field_t, node[part]
             elif last:
                 node[part] = _coerce(value, _hints(node_cls)[part], ".".join(parts))
