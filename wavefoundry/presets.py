@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
+from wavefoundry.codecs.autoencoder import AutoencoderConfig
+from wavefoundry.codecs.bottlenecks import BottleneckConfig, RVQConfig, VAEConfig
+from wavefoundry.codecs.discriminators import DiscriminatorConfig
+from wavefoundry.codecs.losses import LossWeights, STFTLossConfig
+from wavefoundry.codecs.oobleck import oobleck_tiny_16k_mono
 from wavefoundry.config import ConfigError
+from wavefoundry.data.datasets import ClipConfig
 from wavefoundry.data.synth import SynthConfig
+from wavefoundry.train.autoencoding import AutoencoderRunConfig, CodecLossConfig
 from wavefoundry.train.datasource import DataConfig
 from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.optim import OptimConfig
@@ -33,9 +41,43 @@ def tagger_small() -> TaggerRunConfig:
     return cfg
 
 
+def codec_tiny() -> AutoencoderRunConfig:
+    """Continuous (VAE) Oobleck codec for 16 kHz mono SynthCaps: hop 256, 16 latent channels (the default codec)."""
+    oobleck = oobleck_tiny_16k_mono()
+    return AutoencoderRunConfig(
+        model=AutoencoderConfig(oobleck=oobleck, bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=16))),
+        discriminator=DiscriminatorConfig(audio_channels=1, channels=8, n_ffts=(1024, 512, 256, 128, 64)),
+        loss=CodecLossConfig(
+            stft=STFTLossConfig(sample_rate=16000, fft_sizes=(1024, 512, 256, 128, 64, 32)),
+            weights=LossWeights(adversarial_warmup_steps=1000),
+        ),
+        data=DataConfig(
+            synth=SynthConfig(n_items=1000, seconds=4.0, channels=1, valid_fraction=0.05),
+            clip=ClipConfig(sample_rate=16000, channels=1, seconds=0.75),
+        ),
+        train=TrainConfig(steps=1500, batch_size=8, eval_every=250, ckpt_every=100, log_every=25, ema_decay=0.999),
+        optim=OptimConfig(lr=5e-4, betas=(0.8, 0.99), weight_decay=1e-3),
+        disc_optim=OptimConfig(lr=5e-4, betas=(0.8, 0.99), weight_decay=1e-3),
+        schedule=ScheduleConfig(name="cosine", warmup_steps=100, min_ratio=0.1),
+    )
+
+
+def codec_tiny_rvq() -> AutoencoderRunConfig:
+    """Discrete variant of ``codec-tiny``: residual VQ with 4 codebooks of 256 codes (2 kbit/s at 62.5 Hz)."""
+    cfg = codec_tiny()
+    cfg.model = AutoencoderConfig(
+        oobleck=dataclasses.replace(cfg.model.oobleck, encoder_out_dim=16),
+        bottleneck=BottleneckConfig(kind="rvq", rvq=RVQConfig(dim=16, codebook_size=256, num_quantizers=4,
+                                                              quantizer_dropout=0.5)),
+    )  # fmt: skip
+    return cfg
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tagger-tiny": tagger_tiny,
     "tagger-small": tagger_small,
+    "codec-tiny": codec_tiny,
+    "codec-tiny-rvq": codec_tiny_rvq,
 }
 
 

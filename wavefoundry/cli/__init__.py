@@ -7,9 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from wavefoundry.cli import data, demo, train
+from wavefoundry.cli import codec, data, demo, train
+from wavefoundry.cli import eval as eval_cmd
 
-COMMANDS = (data, train, demo)
+COMMANDS = (data, train, codec, eval_cmd, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -403,8 +403,9 @@ class ResidualVQ(nn.Module):
             n_q = torch.where(drop, torch.randint(1, K + 1, (B,), device=device), n_q)
         return n_q
 
-    def encode(self, z: Tensor) -> BottleneckOutput:
+    def encode(self, z: Tensor, *, sample: bool = True) -> BottleneckOutput:
         """Quantize z (B, D, T). In training, initializes the codebooks on the first batch and updates them.
+        ``sample`` exists for interface parity with the VAE and is ignored (quantization is deterministic).
 
         Returns:
             latents (B, D, T) = sum of the active stages' vectors (straight-through gradient to z), codes (B, K, T)
@@ -526,8 +527,9 @@ class FSQ(nn.Module):
         half = (self.levels // 2)[:, None]
         return (digits - half).float() / half
 
-    def encode(self, z: Tensor) -> BottleneckOutput:
-        """Quantize z (B, D, T): latents (B, D, T) with a straight-through gradient, codes (B, K, T)."""
+    def encode(self, z: Tensor, *, sample: bool = True) -> BottleneckOutput:
+        """Quantize z (B, D, T): latents (B, D, T) with a straight-through gradient, codes (B, K, T).
+        ``sample`` is ignored (deterministic), as for the residual VQ."""
         check_latent_input(z, self.input_dim)
         B, _, T = z.shape
         h = self.project_in(z).view(B, self.num_quantizers, self.group_dim, T)  # (B, K, d, T)

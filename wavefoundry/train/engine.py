@@ -357,7 +357,8 @@ class Trainer:
             torch.manual_seed(eval_seed(self.tc.seed, keys[0][0]))
             with self.autocast:
                 loss, metrics = self.task.loss_fn(self.model, batch)
-            for k, v in {"loss": loss, **metrics}.items():
+            named = {f"loss_{k}": v for k, v in loss.items()} if isinstance(loss, dict) else {"loss": loss}
+            for k, v in {**named, **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(keys)
             count += len(keys)
         self.model.train()

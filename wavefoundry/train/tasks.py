@@ -73,7 +73,7 @@ class Task(abc.ABC):
 
 TASKS: dict[str, type[Task]] = {}
 #: Modules that register the built-in tasks; imported on first lookup so a saved run always resolves.
-BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging",)
+BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging", "wavefoundry.train.autoencoding")
 
 
 def register(cls: type[Task]) -> type[Task]:
@@ -126,17 +126,11 @@ def load_model(path: str | Path, *, ema: bool = True) -> tuple[Task, nn.Module]:
     Returns:
         (task, model in eval mode).
     """
-    from wavefoundry.train.checkpoint import load_weights, resolve_model_dir
+    from wavefoundry.train.checkpoint import resolve_model_dir
+    from wavefoundry.train.export import checkpoint_state
 
     model_dir = resolve_model_dir(path)
     task = build_task(load_run_config(model_dir))
     model = task.build_model()
-    use_ema = ema and (model_dir / "ema.safetensors").is_file()
-    weights = model_dir / ("ema.safetensors" if use_ema else "model.safetensors")
-    state = load_weights(weights)
-    full = model.state_dict()
-    full.update(state)  # EMA holds floating-point tensors only; integer buffers come from the model file
-    if weights.name == "ema.safetensors":
-        full.update({k: v for k, v in load_weights(model_dir / "model.safetensors").items() if k not in state})
-    model.load_state_dict(full, strict=True)
+    model.load_state_dict(checkpoint_state(model_dir, ema=ema), strict=True)
     return task, model.eval()
