@@ -22,7 +22,13 @@ from wavefoundry.codecs.receptive import (
     encoder_receptive_field,
 )
 from wavefoundry.config import ConfigError, from_dict, to_dict
-from wavefoundry.nn.conv import WNConv1d, WNConvTranspose1d, remove_weight_norm
+from wavefoundry.nn.conv import (
+    ChannelsLastConv1d,
+    ChannelsLastConvTranspose1d,
+    WNConv1d,
+    WNConvTranspose1d,
+    remove_weight_norm,
+)
 from wavefoundry.nn.snake import SnakeBeta
 
 
@@ -126,14 +132,31 @@ def test_wnconv_initial_weight_is_the_plain_init():
     torch.testing.assert_close(wn.weight, plain.weight)
 
 
-def test_remove_weight_norm_folds_every_conv():
+def test_channels_last_convs_match_plain_convs():
+    torch.manual_seed(0)
+    conv, conv_t = WNConv1d(3, 5, 7, stride=2, padding=9, dilation=3), WNConvTranspose1d(5, 3, 8, stride=4, padding=2)
+    cl, cl_t = conv.to_channels_last(), conv_t.to_channels_last()
+    assert isinstance(cl, ChannelsLastConv1d) and isinstance(cl_t, ChannelsLastConvTranspose1d)
+    x, z = torch.randn(2, 3, 40), torch.randn(2, 5, 9)
+    y = cl(x)
+    torch.testing.assert_close(y, conv(x))
+    torch.testing.assert_close(cl_t(z), conv_t(z))
+    assert y.shape == (2, 5, 20) and y.stride() == (100, 1, 5)  # (B, C, T) with time-major memory
+    torch.testing.assert_close(cl(y.contiguous()[:, :3]), cl(y[:, :3]))  # either layout goes in
+    with pytest.raises(ValueError, match="dilation"):
+        ChannelsLastConvTranspose1d(torch.zeros(2, 2, 4), None, dilation=2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_remove_weight_norm_folds_every_conv(channels_last):
     model = nn.Sequential(WNConv1d(2, 4, 3, padding=1), nn.ELU(), nn.ModuleList([WNConvTranspose1d(4, 2, 4, stride=2)]))
     with torch.no_grad():
         model[0].weight_g.mul_(3)
     x = torch.randn(1, 2, 10)
     before = model[2][0](model[1](model[0](x)))
-    remove_weight_norm(model)
-    assert isinstance(model[0], nn.Conv1d) and isinstance(model[2][0], nn.ConvTranspose1d)
+    remove_weight_norm(model, channels_last)
+    plain = (ChannelsLastConv1d, ChannelsLastConvTranspose1d) if channels_last else (nn.Conv1d, nn.ConvTranspose1d)
+    assert isinstance(model[0], plain[0]) and isinstance(model[2][0], plain[1])
     assert not any(n.endswith(("weight_g", "weight_v")) for n, _ in model.named_parameters())
     torch.testing.assert_close(model[2][0](model[1](model[0](x))), before)
 
@@ -225,7 +248,8 @@ def test_elu_and_tanh_variants():
     assert y.abs().max() <= 1 and isinstance(dec.out_act, nn.Tanh)
 
 
-def test_remove_weight_norm_keeps_outputs():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_remove_weight_norm_keeps_outputs(channels_last):
     cfg = small_cfg((2, 4))
     enc, dec = OobleckEncoder(cfg), OobleckDecoder(cfg)
     randomise(enc, dec, gain=1.5)
@@ -233,12 +257,14 @@ def test_remove_weight_norm_keeps_outputs():
     with torch.no_grad():
         want_x, want_z = enc(x), dec(z)
     n_before = count(enc)
-    assert enc.remove_weight_norm() is enc and dec.remove_weight_norm() is dec
+    assert enc.remove_weight_norm(channels_last) is enc and dec.remove_weight_norm(channels_last) is dec
     assert not any(isinstance(m, (WNConv1d, WNConvTranspose1d)) for m in [*enc.modules(), *dec.modules()])
     assert count(enc) < n_before  # one g per output channel folded away
     with torch.inference_mode():
-        torch.testing.assert_close(enc(x), want_x, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(dec(z), want_z, rtol=1e-5, atol=1e-5)
+        got_x, got_z = enc(x), dec(z)
+    torch.testing.assert_close(got_x, want_x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_z, want_z, rtol=1e-5, atol=1e-5)
+    assert got_x.is_contiguous() and got_z.is_contiguous()
 
 
 def test_training_path_gives_gradients_to_every_parameter():

@@ -183,11 +183,15 @@ class OobleckEncoder(nn.Module):
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.act(x))
+        return self.proj(self.act(x)).contiguous()  # a copy only after remove_weight_norm(channels_last=True)
 
-    def remove_weight_norm(self) -> OobleckEncoder:
-        """Fold weight normalisation into plain convs for inference (outputs unchanged); returns self."""
-        remove_weight_norm(self)
+    def remove_weight_norm(self, channels_last: bool = True) -> OobleckEncoder:
+        """Fold weight normalisation into plain convs for inference (outputs unchanged); returns self.
+
+        Args:
+            channels_last: run the convs on time-major memory (1.2-1.3x faster on CPU; see ``nn/conv.py``).
+        """
+        remove_weight_norm(self, channels_last)
         return self
 
 
@@ -226,11 +230,15 @@ class OobleckDecoder(nn.Module):
         x = self.stem(z)
         for block in self.blocks:
             x = block(x)
-        return self.out_act(self.proj(self.act(x)))
+        return self.out_act(self.proj(self.act(x))).contiguous()  # see OobleckEncoder.forward
 
-    def remove_weight_norm(self) -> OobleckDecoder:
-        """Fold weight normalisation into plain convs for inference (outputs unchanged); returns self."""
-        remove_weight_norm(self)
+    def remove_weight_norm(self, channels_last: bool = True) -> OobleckDecoder:
+        """Fold weight normalisation into plain convs for inference (outputs unchanged); returns self.
+
+        Args:
+            channels_last: run the convs on time-major memory (1.2-1.3x faster on CPU; see ``nn/conv.py``).
+        """
+        remove_weight_norm(self, channels_last)
         return self
 
 
