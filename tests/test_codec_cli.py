@@ -1,7 +1,6 @@
 """Autoencoder end to end: train a few steps (with the GAN phase), export, encode/decode/eval from the CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,9 @@ def _oobleck(latent: int, enc_out: int, channels: int = 2) -> OobleckConfig:
 
 def _vae() -> Autoencoder:
     torch.manual_seed(0)
-    cfg = AutoencoderConfig(oobleck=_oobleck(3, 6), bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=3)))
+    cfg = AutoencoderConfig(
+        oobleck=_oobleck(3, 6), bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=3))
+    )
     model = Autoencoder(cfg).eval()
     with torch.no_grad():  # non-trivial snake parameters so the receptive field is exercised
         for name, p in model.named_parameters():
@@ -54,7 +56,9 @@ def test_chunked_equals_full(length):
         torch.manual_seed(1)
         chunked = model.encode(audio, chunk_seconds=7 * 8 / 8000).latents
         torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(model.decode(full, chunk_seconds=5 * 8 / 8000), model.decode(full), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model.decode(full, chunk_seconds=5 * 8 / 8000), model.decode(full), rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize(
