@@ -38,6 +38,7 @@ def export_autoencoder(path: str | Path, out_dir: str | Path, *, ema: bool = Tru
     step = read_metadata(model_dir / "model.safetensors").get("step", "")
     meta = {"step": step, "ema": str(ema and (model_dir / "ema.safetensors").is_file()).lower()}
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata=meta)
+    (out / "model.safetensors").chmod(0o644)
     config = {"type": "autoencoder", "model": to_dict(cfg.model)}
     atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     return out
