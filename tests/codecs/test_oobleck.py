@@ -262,8 +262,9 @@ def test_remove_weight_norm_keeps_outputs(channels_last):
     assert count(enc) < n_before  # one g per output channel folded away
     with torch.inference_mode():
         got_x, got_z = enc(x), dec(z)
-    torch.testing.assert_close(got_x, want_x, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_z, want_z, rtol=1e-5, atol=1e-5)
+    # folding g * v / |v| changes float rounding; compare relative to the output scale
+    torch.testing.assert_close(got_x, want_x, rtol=1e-4, atol=1e-5 * want_x.abs().max().item())
+    torch.testing.assert_close(got_z, want_z, rtol=1e-4, atol=1e-5 * want_z.abs().max().item())
     assert got_x.is_contiguous() and got_z.is_contiguous()
 
 

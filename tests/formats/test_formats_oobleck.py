@@ -91,9 +91,9 @@ def test_encoder_and_decoder_match_diffusers():
     # Fast inference path: weight norm folded, in-place Snake under inference_mode.
     enc.remove_weight_norm()
     dec.remove_weight_norm()
-    with torch.inference_mode():
-        torch.testing.assert_close(enc(x), want_h, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(dec(z), want_y, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # folding changes float rounding: tolerance relative to the output scale
+        torch.testing.assert_close(enc(x), want_h, rtol=1e-4, atol=1e-5 * want_h.abs().max().item())
+        torch.testing.assert_close(dec(z), want_y, rtol=1e-4, atol=1e-5 * want_y.abs().max().item())
 
 
 def test_stable_audio_open_size_matches_diffusers_default():
