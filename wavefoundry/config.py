@@ -275,12 +275,16 @@ def save_json(cfg: Any, path: str | Path) -> None:
     atomic_write_bytes(path, (json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n").encode())
 
 
-def load_json(cls: type[T], path: str | Path) -> T:
-    """Load a config saved by :func:`save_json`, strictly (unknown keys are an error)."""
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`ConfigError` naming it."""
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_dict(cls, data)
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    """Load a config saved by :func:`save_json`, strictly (unknown keys are an error)."""
+    return from_dict(cls, read_json(path))

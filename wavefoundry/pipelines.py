@@ -6,7 +6,6 @@ An exported model directory holds ``config.json`` (``{"type": ..., "model": {...
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from wavefoundry.codecs.autoencoder import Autoencoder, AutoencoderConfig
-from wavefoundry.config import ConfigError, from_dict
+from wavefoundry.config import ConfigError, from_dict, read_json
 
 #: Longest audio a pipeline accepts in one call (guards memory; chunking keeps peak memory bounded below it).
 MAX_SECONDS = 3600.0
@@ -28,11 +27,9 @@ def read_model_config(path: str | Path, expected_type: str) -> dict:
     """The ``model`` section of an exported ``config.json`` whose ``type`` is ``expected_type``."""
     file = Path(path) / "config.json"
     try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no config.json (export a training run with `wavefoundry export`)") from None
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{file}: not valid JSON ({exc.msg})") from None
+        data = read_json(file)
+    except ConfigError as exc:
+        raise ModelLoadError(f"{exc} (a model directory comes from `wavefoundry export`)") from None
     if not isinstance(data, dict) or data.get("type") != expected_type or set(data) != {"type", "model"}:
         raise ModelLoadError(f"{file}: expected {{'type': '{expected_type}', 'model': {{...}}}}")
     return data["model"]

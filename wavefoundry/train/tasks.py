@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from wavefoundry.config import ConfigError, from_dict
+from wavefoundry.config import ConfigError, from_dict, read_json
 from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
@@ -101,15 +100,7 @@ def config_from_dict(data: dict) -> RunConfig:
 def load_run_config(path: str | Path) -> RunConfig:
     """Load ``config.json`` (or the one inside a run/checkpoint directory) strictly."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg})") from None
-    return config_from_dict(data)
+    return config_from_dict(read_json(path / "config.json" if path.is_dir() else path))
 
 
 def build_task(config: RunConfig) -> Task:
