@@ -19,7 +19,7 @@ ALLOWED = {
     "scaling": {"config"},
     "formats": {"nn", "config", *MODELS},
     "train": {"config", "audio", "data", "nn", *MODELS},
-    "pipelines": {"config", "audio", "nn", "train", *MODELS},
+    "pipelines": {"config", "audio", "nn", "train", "formats", *MODELS},
     "presets": {"config", "data", "train", *MODELS},
     "web": {"pipelines", "config"},
     "cli": None,  # the CLI may import anything

@@ -1,4 +1,4 @@
-"""``wavefoundry data synth|scan|shard|inspect``: build and look at datasets."""
+"""``wavefoundry data synth|scan|shard|encode|inspect``: build and look at datasets."""
 
 from __future__ import annotations
 
@@ -49,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, default=None, choices=(1, 2), help="convert to mono or stereo")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_shard)
+
+    p = cmds.add_parser("encode", help="manifest -> latent set (codec latents for latent diffusion training)")
+    p.add_argument("manifest", type=Path, help="manifest.jsonl")
+    p.add_argument("--codec", required=True, type=Path, help="exported autoencoder (VAE) directory")
+    p.add_argument("--out", required=True, type=Path, help="output folder (latents.safetensors, items.jsonl, ...)")
+    p.add_argument("--chunk-seconds", type=float, default=10.0, help="encode long files in chunks of this length")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_encode)
 
     p = cmds.add_parser("inspect", help="summarise a manifest or a set of shards")
     p.add_argument("path", help="manifest.jsonl, a shard folder, a glob or a {000000..000009} range")
@@ -110,6 +118,22 @@ def run_shard(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"wrote {len(paths)} shard(s) to {args.out}")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from wavefoundry.pipelines import Codec
+    from wavefoundry.train.latents import encode_manifest
+
+    out = encode_manifest(
+        Codec.from_pretrained(args.codec).model,
+        args.manifest,
+        args.out,
+        codec_path=str(args.codec),
+        chunk_seconds=args.chunk_seconds,
+        progress=not args.no_progress,
+    )
+    print(f"wrote latents to {out}")
     return 0
 
 

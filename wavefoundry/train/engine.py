@@ -108,6 +108,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.info = D.init_distributed()
         self._check_run_dir(resume)
+        if self.info.is_main:  # before the model: a model may depend on the data (e.g. a vocabulary)
+            task.prepare_data()
+        D.barrier(self.info)
         _seed_everything(self.tc.seed)  # identical initial weights on every rank
         model = task.build_model()
         if self.tc.activation_checkpointing:
@@ -217,9 +220,6 @@ class Trainer:
             until: stop early after this step with a checkpoint (a time-sliced job; resume continues exactly).
         """
         stop = min(self.tc.steps, until) if until is not None else self.tc.steps
-        if self.info.is_main:
-            self.task.prepare_data()
-        D.barrier(self.info)
         train_set, eval_set = self.task.datasets()
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +255,8 @@ class Trainer:
                 if eval_set is not None and self._due(self.tc.eval_every):
                     eval_metrics = self.evaluate(eval_set)
                     metrics_log.write(self.step, eval_metrics, prefix="eval")
+                    if self.info.is_main:
+                        self.task.after_eval(D.unwrap(self.model), self.step, self.run_dir)
                 if self._due(self.tc.ckpt_every) or self.step == stop:
                     last_ckpt = self.save()
         finally:

@@ -47,6 +47,9 @@ class Task(abc.ABC):
     def prepare_data(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Build the data on disk if missing (never downloads); the engine runs it on rank 0 before ``datasets``."""
 
+    def after_eval(self, model: nn.Module, step: int, run_dir: Path) -> None:  # noqa: B027 - optional hook
+        """Called on rank 0 after each evaluation (e.g. to write demo generations into ``run_dir``)."""
+
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
         """A freshly initialised model (the engine seeds torch before calling it)."""
@@ -72,7 +75,7 @@ class Task(abc.ABC):
 
 TASKS: dict[str, type[Task]] = {}
 #: Modules that register the built-in tasks; imported on first lookup so a saved run always resolves.
-BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging", "wavefoundry.train.autoencoding")
+BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging", "wavefoundry.train.autoencoding", "wavefoundry.train.diffusion")
 
 
 def register(cls: type[Task]) -> type[Task]:

@@ -1,0 +1,1 @@
+"""Diffusion for text-to-audio: schedules, v-objective, preconditioning, guidance, samplers and the DiT."""
