@@ -120,11 +120,11 @@ class TextToAudio:
             ModelLoadError: a missing file, an unknown layout, a config of another type, or weights that do not
                 match the config.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_dir():
             raise ModelLoadError(f"{path}: not a model directory")
         if (path / "config.json").is_file():
-            return cls._from_exported(path)
+            return cls._from_exported(path, t5_path)
         if not (path / "model_index.json").is_file() and not (path / "model_config.json").is_file():
             raise ModelLoadError(
                 f"{path}: not a text-to-audio model directory; expected config.json (wavefoundry export), "
@@ -162,8 +162,8 @@ class TextToAudio:
         return cls(model, codec.remove_weight_norm(), cross_attention_mask=False)
 
     @classmethod
-    def _from_exported(cls, path: Path) -> TextToAudio:
-        """Load a directory written by ``wavefoundry export``."""
+    def _from_exported(cls, path: Path, t5_path: str | Path | None) -> TextToAudio:
+        """Load a directory written by ``wavefoundry export``; ``t5_path`` replaces the T5 directory in its config."""
         from wavefoundry.conditioning.tokenizer import WordTokenizer
         from wavefoundry.config import ConfigError, from_dict
 
@@ -171,6 +171,15 @@ class TextToAudio:
             cfg = from_dict(TextToAudioConfig, read_model_config(path, "text-to-audio"))
         except ConfigError as exc:
             raise ModelLoadError(f"{path / 'config.json'}: {exc}") from None
+        if t5_path is not None:
+            if cfg.conditioner.text_encoder != "t5":
+                raise ModelLoadError(f"{path}: t5_path was given but this model's text encoder is "
+                                     f"{cfg.conditioner.text_encoder!r}")  # fmt: skip
+            from wavefoundry.formats.stable_audio import resolve_t5
+
+            t5, tokenizer = resolve_t5(t5_path)
+            cfg.conditioner = dataclasses.replace(cfg.conditioner, t5_path=str(t5),
+                                                  t5_tokenizer_path=str(tokenizer) if tokenizer else None)  # fmt: skip
         tokenizer = None
         if cfg.conditioner.text_encoder == "learned":
             if not (path / "tokenizer.json").is_file():

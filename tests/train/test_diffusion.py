@@ -202,3 +202,31 @@ def test_generate_cli(setup, tmp_path):
     assert (tmp_path / "many" / "prompts.tsv").read_text().splitlines()[1] == "001.wav\tan organ chord"
     assert main(["generate", *common, "--out", str(tmp_path / "x.wav")]) == 2  # no prompt
     assert main(["generate", "x", *common, "--sampler", "nope", "--out", str(tmp_path / "y.wav")]) == 2
+
+
+def test_generate_manifest_mode_feeds_adherence(setup, tmp_path):
+    manifest = str(setup["manifest"])
+    out = tmp_path / "gen"
+    args = ["generate", "--manifest", manifest, "--split", "valid", "--model", str(setup["model"]), "--steps", "2",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    from wavefoundry.data.manifest import read_manifest
+
+    valid = [it for it in read_manifest(manifest) if it.split == "valid"]
+    assert sorted(p.stem for p in out.glob("*.wav")) == sorted(it.id for it in valid)
+    audio, sr = sf.read(out / f"{valid[0].id}.wav", always_2d=True)
+    assert audio.shape == (round(valid[0].duration_s * sr), 2)
+    report = tmp_path / "adherence.json"
+    assert main(["eval", "adherence", manifest, "--split", "valid", "--audio-dir", str(out), "--out", str(report),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads(report.read_text())["summary"]
+
+
+def test_t2a_demo_writes_a_page(setup, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "t2a", "--model", str(setup["model"]), "--steps", "2", "--out", str(out)]) == 0
+    from wavefoundry.cli.demo import DEMO_PROMPTS
+
+    html = (out / "index.html").read_text()
+    assert len(list(out.glob("*.wav"))) == len(DEMO_PROMPTS) and html.count("<audio") == len(DEMO_PROMPTS)
+    assert main(["demo", "t2a", "--model", str(tmp_path / "none"), "--out", str(out)]) == 2

@@ -1,7 +1,13 @@
-"""``wavefoundry demo``: the main job on built-in data: SynthCaps -> train the tagger -> per-class report.
+"""``wavefoundry demo [tagger|t2a]``: the main jobs on built-in data.
 
-Generates SynthCaps (cached under data/cache), trains the ``tagger-tiny`` preset into ``runs/demo`` (resuming a
-previous, unfinished demo run), and prints validation accuracy per class. Run again, it only re-evaluates.
+``tagger`` (the default until the text-to-audio default model ships): generates SynthCaps (cached under
+data/cache), trains the ``tagger-tiny`` preset into ``runs/demo`` (resuming a previous, unfinished demo run), and
+prints validation accuracy per class. Run again, it only re-evaluates.
+
+``t2a``: text-to-audio with the built-in model (``--model``, default models/t2a-tiny): generates a set of SynthCaps-
+style prompts to WAV files and writes ``index.html`` (audio players, spectrograms, prompts, timing) into ``--out``
+(default runs/demo-t2a). ``--retrain`` first reproduces the model from scratch with the project's recipe
+(``codec-stereo`` then ``t2a-tiny``; hours on 2 CPU cores) and exports it to ``--model``.
 """
 
 from __future__ import annotations
@@ -12,8 +18,15 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="SynthCaps + training engine demo (a few minutes on CPU)", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
+    p = sub.add_parser("demo", help="SynthCaps + training engine demo (a few minutes on CPU)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("job", nargs="?", default="tagger", choices=("tagger", "t2a"), help="which demo (default tagger)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/demo or runs/demo-t2a)")
+    p.add_argument("--model", type=Path, default=Path("models/t2a-tiny"), help="t2a: model directory")
+    p.add_argument("--steps", type=int, default=50, help="t2a: sampler steps (default 50)")
+    p.add_argument("--cfg", type=float, default=5.0, help="t2a: guidance scale (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="t2a: noise seed (default 0)")
+    p.add_argument("--retrain", action="store_true", help="t2a: reproduce the default model from scratch first")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the tagger-tiny preset")  # fmt: skip
     p.set_defaults(func=run)
@@ -38,6 +51,9 @@ def per_class_report(task, model, dataset) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.job == "t2a":
+        return run_t2a(args)
+    args.out = args.out or Path("runs/demo")
     from wavefoundry.cli.train import resolve_config
     from wavefoundry.train import checkpoint as ckpt
     from wavefoundry.train.engine import train
@@ -55,4 +71,68 @@ def run(args: argparse.Namespace) -> int:
     for name, row in report["per_class"].items():
         print(f"  {name:12s} {row['accuracy']:6.1%}  ({row['n']} clips)")
     print(f"report: {args.out / 'report.json'}")
+    return 0
+
+
+#: The demo's prompts: SynthCaps-style captions covering pitch, pan, duration, drums and textures.
+DEMO_PROMPTS = (
+    "a sine-wave synth playing a single A4 note (lasting about 2.0 seconds)",
+    "a bright sawtooth synth holding the note C3, panned hard left",
+    "a plucked guitar-like string playing a single E4 note, panned right",
+    "a chiptune square lead playing an up-and-down C major arpeggio at 120 BPM",
+    "a flute-like organ holding a sustained G major chord",
+    "a tight syncopated rock drum beat 100 BPM",
+    "pouring rain against a window pane",
+    "a siren slowly rising and falling",
+)
+
+
+def retrain_t2a(model_dir: Path) -> None:
+    """The default model's recipe: codec-stereo -> export -> t2a-tiny (SynthCaps latents) -> export."""
+    from wavefoundry.cli.train import resolve_config
+    from wavefoundry.train import checkpoint as ckpt
+    from wavefoundry.train.engine import train
+    from wavefoundry.train.export import export_model
+    from wavefoundry.train.tasks import build_task
+
+    codec_run, codec_dir, t2a_run = Path("runs/codec-stereo"), model_dir.parent / "codec-stereo", Path("runs/t2a-tiny")
+    resume = ckpt.latest_checkpoint(codec_run) is not None
+    train(build_task(resolve_config("codec-stereo", [], codec_run, resume)), codec_run, resume=resume)
+    export_model(codec_run, codec_dir)
+    resume = ckpt.latest_checkpoint(t2a_run) is not None
+    config = resolve_config("t2a-tiny", [f"data.codec={codec_dir}"], t2a_run, resume)
+    train(build_task(config), t2a_run, resume=resume)
+    export_model(t2a_run, model_dir)
+
+
+def run_t2a(args: argparse.Namespace) -> int:
+    import time
+
+    from wavefoundry.audio.io import save_audio
+    from wavefoundry.eval.report import write_demo_page
+    from wavefoundry.pipelines import TextToAudio
+
+    out = args.out or Path("runs/demo-t2a")
+    if args.retrain:
+        retrain_t2a(args.model)
+    if not (args.model / "config.json").is_file():
+        raise FileNotFoundError(f"{args.model}: no text-to-audio model here; pass --model DIR or --retrain")
+    pipe = TextToAudio.from_pretrained(args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, prompt in enumerate(DEMO_PROMPTS):
+        start = time.perf_counter()
+        audio, sr = pipe.generate([prompt], seconds_total=4.0, steps=args.steps, cfg_scale=args.cfg,
+                                  sampler="dpmpp-3m-sde", seed=args.seed + i)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        name = f"{i:03d}.wav"
+        save_audio(out / name, audio[0], sr)
+        entries.append({"prompt": prompt, "audio_path": name, "audio": audio[0], "sr": sr, "seed": args.seed + i,
+                        "seconds_generated": elapsed, "seconds_audio": audio.shape[-1] / sr,
+                        "settings": {"steps": args.steps, "cfg": args.cfg, "sampler": "dpmpp-3m-sde"}})  # fmt: skip
+        print(f"[{i + 1}/{len(DEMO_PROMPTS)}] {elapsed:5.1f} s  {prompt}")
+    total = sum(e["seconds_generated"] for e in entries)
+    summary = {"model": str(args.model), "prompts": len(entries), "generation seconds (total)": round(total, 1)}
+    index = write_demo_page(out, entries, title="wavefoundry text-to-audio demo", summary=summary)
+    print(f"page: {index}")
     return 0

@@ -4,8 +4,12 @@
     wavefoundry generate "rain" "a siren" --model DIR --steps 50 --cfg 6 --sampler dpmpp-3m-sde --seed 1 --out outdir/
     wavefoundry generate --prompts prompts.txt --model DIR --out outdir/
 
+    wavefoundry generate --manifest data/cache/synthcaps-.../manifest.jsonl --split valid --model DIR --out gen/
+
 One prompt and ``--out x.wav`` writes that file; several prompts (or ``--prompts FILE``, one per line) write
 ``000.wav, 001.wav, ...`` into the ``--out`` folder with a ``prompts.tsv`` index. The same seed gives the same audio.
+``--manifest`` generates each item's caption (at the item's duration unless ``--seconds`` is given) into
+``<item id>.wav``, which ``wavefoundry eval adherence MANIFEST --audio-dir gen/`` scores against the item's attrs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="text-to-audio model directory (ours, SAO or diffusers)")
     p.add_argument("--t5", type=Path, default=None, help="local T5 directory for official Stable Audio checkpoints")
     p.add_argument("--out", required=True, type=Path, help="output .wav (one prompt) or folder")
-    p.add_argument("--seconds", type=float, default=4.0, help="duration in seconds (default 4)")
+    p.add_argument("--manifest", type=Path, help="generate the captions of a manifest's items into <id>.wav")
+    p.add_argument("--split", default=None, help="with --manifest: only this split (e.g. valid)")
+    p.add_argument("--limit", type=int, default=None, help="with --manifest: at most this many items")
+    p.add_argument("--seconds", type=float, default=None, help="duration in seconds (default 4, or the item's)")
     p.add_argument("--seconds-start", type=float, default=0.0, help="seconds_start condition (default 0)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--cfg", type=float, default=6.0, help="classifier-free guidance scale (default 6)")
@@ -40,55 +47,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_prompts(args: argparse.Namespace) -> list[str]:
-    """Prompts from the command line and ``--prompts`` (blank lines skipped)."""
+def read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str] | None, list[float] | None]:
+    """(prompts, output names or None, durations or None) from the command line, ``--prompts`` or ``--manifest``."""
     prompts = list(args.prompt)
+    names = durations = None
     if args.prompts is not None:
         lines = [line.strip() for line in args.prompts.read_text(encoding="utf-8").splitlines()]
         prompts += [line for line in lines if line]
+    if args.manifest is not None:
+        from wavefoundry.data.manifest import read_manifest
+
+        items = [it for it in read_manifest(args.manifest) if args.split is None or it.split == args.split]
+        items = items[: args.limit]
+        if prompts or not items:
+            raise ValueError("--manifest takes no other prompts and needs at least one item (check --split)")
+        prompts = [it.caption or it.text for it in items]
+        names, durations = [it.id for it in items], [it.duration_s for it in items]
     if not prompts:
-        raise ValueError("give at least one prompt (positional or --prompts FILE)")
+        raise ValueError("give at least one prompt (positional, --prompts FILE or --manifest)")
     if len(prompts) > MAX_PROMPT_FILE_LINES:
         raise ValueError(f"at most {MAX_PROMPT_FILE_LINES} prompts per run, got {len(prompts)}")
-    return prompts
+    return prompts, names, durations
+
+
+def _groups(prompts: list[str], durations: list[float]) -> list[list[int]]:
+    """Indices of prompts generated together: equal durations, at most MAX_PROMPTS per group."""
+    from wavefoundry.pipelines import MAX_PROMPTS
+
+    by_length: dict[float, list[int]] = {}
+    for i, seconds in enumerate(durations):
+        by_length.setdefault(seconds, []).append(i)
+    return [g[k : k + MAX_PROMPTS] for g in by_length.values() for k in range(0, len(g), MAX_PROMPTS)]
 
 
 def run(args: argparse.Namespace) -> int:
     from wavefoundry.audio.io import load_audio, save_audio
-    from wavefoundry.pipelines import MAX_PROMPTS, TextToAudio
+    from wavefoundry.pipelines import TextToAudio
 
-    prompts = read_prompts(args)
-    single = len(prompts) == 1 and args.out.suffix.lower() in (".wav", ".flac", ".ogg")
+    prompts, names, durations = read_prompts(args)
+    if args.seconds is not None or durations is None:
+        durations = [args.seconds if args.seconds is not None else 4.0] * len(prompts)
+    single = names is None and len(prompts) == 1 and args.out.suffix.lower() in (".wav", ".flac", ".ogg")
     pipe = TextToAudio.from_pretrained(args.model, **({"t5_path": args.t5} if args.t5 else {}))
     init = load_audio(args.init_audio) if args.init_audio else None
     start = time.perf_counter()
-    clips = []
-    for first in range(0, len(prompts), MAX_PROMPTS):
+    clips: list = [None] * len(prompts)
+    for group in _groups(prompts, durations):
         audio, sr = pipe.generate(
-            prompts[first : first + MAX_PROMPTS],
-            seconds_total=args.seconds_start + args.seconds,
+            [prompts[i] for i in group],
+            seconds_total=args.seconds_start + durations[group[0]],
             seconds_start=args.seconds_start,
             steps=args.steps,
             cfg_scale=args.cfg,
             sampler=args.sampler,
-            seed=args.seed + first,
+            seed=args.seed + group[0],
             negative_prompt=args.negative,
             batch=args.batch,
             init_audio=init,
             init_noise_level=args.init_noise,
             progress=not args.no_progress,
         )
-        clips += list(audio)
+        for i, clip in zip(group, audio):
+            clips[i] = clip
     elapsed = time.perf_counter() - start
     if single:
         save_audio(args.out, clips[0], sr)
-        print(f"wrote {args.out} ({args.seconds:g} s, generated in {elapsed:.1f} s)")
+        print(f"wrote {args.out} ({durations[0]:g} s, generated in {elapsed:.1f} s)")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    names = names or [f"{i:03d}" for i in range(len(prompts))]
     rows = []
-    for i, (prompt, clip) in enumerate(zip(prompts, clips)):
-        save_audio(args.out / f"{i:03d}.wav", clip, sr)
-        rows.append(f"{i:03d}.wav\t{prompt}")
+    for name, prompt, clip in zip(names, prompts, clips):
+        save_audio(args.out / f"{name}.wav", clip, sr)
+        rows.append(f"{name}.wav\t{prompt}")
     (args.out / "prompts.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     settings = {k: getattr(args, k) for k in ("seconds", "steps", "cfg", "sampler", "seed", "negative")}
     settings.update(model=str(args.model), seconds_elapsed=round(elapsed, 2))

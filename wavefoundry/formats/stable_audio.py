@@ -10,7 +10,8 @@ Stable Audio Open 1.0 (Evans et al. 2024) ships in two layouts, both read and wr
   ``vae/`` (config + ``diffusion_pytorch_model.safetensors`` each), ``text_encoder/`` + ``tokenizer/`` (the T5)
   and ``scheduler/``.
 
-Either becomes a :class:`StableAudioParts`: configs and state dicts in our names, converted by the key maps of
+Either becomes a :class:`StableAudioParts` (reading builds the conditioner, loading the T5, to learn whether the
+checkpoint must hold a text projection): configs and state dicts in our names, converted by the key maps of
 ``sao_dit``, ``sao_conditioning`` and ``oobleck``, every one strict. Latent scaling: stable-audio-tools'
 ``AutoencoderPretransform`` divides the VAE latents by the pretransform's ``scale`` (default 1; Stable Audio Open
 sets none) before diffusion and multiplies them back before decoding, which is our normalisation with mean 0 and
@@ -54,7 +55,7 @@ DIFFUSERS_PARTS = {
     "transformer": ("diffusers", "StableAudioDiTModel"),
     "projection_model": ("stable_audio", "StableAudioProjectionModel"),
     "vae": ("diffusers", "AutoencoderOobleck"),
-    "scheduler": ("diffusers", "CosineDPMSolverMultistepScheduler"),
+    "scheduler": ("diffusers", "EDMDPMSolverMultistepScheduler"),
     "text_encoder": ("transformers", "T5EncoderModel"),
     "tokenizer": ("transformers", "T5TokenizerFast"),
 }
@@ -70,15 +71,16 @@ _GLOBAL_IDS = ["seconds_start", "seconds_total"]
 _WIRING = {"cross_attention_cond_ids": _CROSS_IDS, "global_cond_ids": _GLOBAL_IDS, "input_concat_ids": [],
            "prepend_cond_ids": []}  # fmt: skip
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
-# Stable Audio Open's sampler settings as diffusers' CosineDPMSolverMultistepScheduler takes them.
+# Stable Audio Open's sampler as diffusers' conversion script (scripts/convert_stable_audio.py) configures it.
 _SCHEDULER = {
     "_class_name": DIFFUSERS_PARTS["scheduler"][1],
     "sigma_min": 0.3,
     "sigma_max": 500.0,
     "sigma_data": 1.0,
     "sigma_schedule": "exponential",
-    "solver_order": 2,
     "prediction_type": "v_prediction",
+    "solver_order": 2,
+    "algorithm_type": "sde-dpmsolver++",
 }
 _DIFFUSERS_VERSION = "0.30.0"  # the first diffusers release with StableAudioPipeline
 
@@ -158,12 +160,12 @@ def _split_autoencoder(state: Mapping[str, Tensor]) -> tuple[State, State]:
     return enc, dec
 
 
-def _differences(ours: Any, written: Any) -> dict[str, tuple[Any, Any]]:
+def _differences(ours: Any, kept: Any) -> dict[str, tuple[Any, Any]]:
     """Fields whose values differ between two configs of one class: name -> (ours, what the format keeps)."""
     return {
-        f.name: (getattr(ours, f.name), getattr(written, f.name))
+        f.name: (getattr(ours, f.name), getattr(kept, f.name))
         for f in dataclasses.fields(ours)
-        if getattr(ours, f.name) != getattr(written, f.name)
+        if getattr(ours, f.name) != getattr(kept, f.name)
     }
 
 
@@ -190,11 +192,6 @@ def _rename(state: State, key_map_of: Callable[[list[str]], dict[str, str]]) -> 
     except KeyError as exc:
         raise CheckpointMismatchError(f"conditioner state: {exc.args[0]}") from None
     return {key_map[k]: v for k, v in state.items()}
-
-
-def _conditioner(cfg: ConditionerConfig) -> Conditioner:
-    """Our conditioner for ``cfg`` (loads the T5: the text projection's presence depends on its width)."""
-    return Conditioner(cfg)
 
 
 def resolve_t5(t5_path: str | Path) -> tuple[Path, Path | None]:
@@ -260,8 +257,13 @@ def _sao_scale(model_config: Mapping[str, Any]) -> float:
     return float(pre.get("scale", 1.0))
 
 
-def _sao_configs(model_config: Mapping[str, Any], t5_path: str | Path) -> StableAudioParts:
-    """Configs only (empty states) from a ``model_config.json`` dict."""
+def configs_from_stable_audio(model_config: Mapping[str, Any], *, t5_path: str | Path) -> StableAudioParts:
+    """The configs of a stable-audio-tools ``model_config.json`` dict, as parts with empty state dicts (the T5 at
+    ``t5_path`` is not loaded).
+
+    Raises:
+        ConfigError: a config we cannot build.
+    """
     t5, tokenizer = resolve_t5(t5_path)
     cond = sao_conditioning.config_from_stable_audio(model_config, t5_path=str(t5))
     cond = dataclasses.replace(cond, t5_tokenizer_path=str(tokenizer) if tokenizer else None)
@@ -297,20 +299,21 @@ def read_stable_audio(path: str | Path, *, t5_path: str | Path) -> StableAudioPa
     if not (path / SAO_CONFIG).is_file():
         raise FileNotFoundError(f"{path}: no {SAO_CONFIG} (a stable-audio-tools model folder holds it)")
     weights = _sao_weights_file(path)
-    parts = _sao_configs(read_json(path / SAO_CONFIG), t5_path)
+    parts = configs_from_stable_audio(read_json(path / SAO_CONFIG), t5_path=t5_path)
     state = read_weights(weights)
     stray = sorted(k for k in state if not k.startswith(_PREFIXES))
     if stray:
         raise CheckpointMismatchError(f"{weights}: keys outside {', '.join(_PREFIXES)}: {stray[:5]}")
     encoder_state, decoder_state = oobleck.from_stable_audio(state, parts.autoencoder.oobleck, oobleck.SAO_PREFIX)
     parts.dit_state = sao_dit.dit_from_sao(state, sao_dit.SAO_PREFIX, parts.dit)
-    parts.conditioner_state = sao_conditioning.from_stable_audio(state, _conditioner(parts.conditioner))
+    parts.conditioner_state = sao_conditioning.from_stable_audio(state, Conditioner(parts.conditioner))  # loads the T5
     parts.autoencoder_state = _join_autoencoder(encoder_state, decoder_state)
     return parts
 
 
 def config_to_stable_audio(parts: StableAudioParts) -> dict[str, Any]:
-    """The stable-audio-tools ``model_config.json`` dict of ``parts`` (model part only; no training section)."""
+    """The stable-audio-tools ``model_config.json`` dict of ``parts`` (no training section); for Stable Audio Open
+    1.0's configs, its ``model`` section is the released one."""
     o, d, c = parts.autoencoder.oobleck, parts.dit, parts.conditioner
     shape = {"channels": o.channels, "c_mults": list(o.c_mults), "strides": list(o.strides), "use_snake": o.use_snake}
     numbers = {"min_val": c.min_seconds, "max_val": c.max_seconds}
@@ -318,8 +321,8 @@ def config_to_stable_audio(parts: StableAudioParts) -> dict[str, Any]:
         "type": "autoencoder",
         "iterate_batch": True,
         "config": {
-            "encoder": {"type": "oobleck", "config": {"in_channels": o.audio_channels, **shape,
-                                                      "latent_dim": o.encoder_out_dim}},
+            "encoder": {"type": "oobleck", "requires_grad": False,
+                        "config": {"in_channels": o.audio_channels, **shape, "latent_dim": o.encoder_out_dim}},
             "decoder": {"type": "oobleck", "config": {"out_channels": o.audio_channels, **shape,
                                                       "latent_dim": o.latent_dim, "final_tanh": o.final_tanh}},
             "bottleneck": {"type": "vae"},
@@ -368,7 +371,8 @@ def write_stable_audio(parts: StableAudioParts, path: str | Path) -> Path:
     """
     path = Path(path)
     config = config_to_stable_audio(parts)
-    _check_expressible(parts, _sao_configs(config, parts.conditioner.t5_path), "stable-audio-tools")
+    kept = configs_from_stable_audio(config, t5_path=parts.conditioner.t5_path)
+    _check_expressible(parts, kept, "stable-audio-tools")
     encoder_state, decoder_state = _split_autoencoder(parts.autoencoder_state)
     state = sao_dit.dit_to_sao(parts.dit_state, sao_dit.SAO_PREFIX, parts.dit)
     state |= _rename(parts.conditioner_state, sao_conditioning.stable_audio_key_map)
@@ -449,7 +453,7 @@ def read_diffusers(path: str | Path, *, t5_path: str | Path | None = None) -> St
     _require(needed, f"{path} (diffusers StableAudioPipeline)" + (" (or pass t5_path)" if t5_path is None else ""))
     parts = _diffusers_configs(path, t5_path)
     parts.dit_state = sao_dit.dit_from_diffusers(read_weights(weights[0]), parts.dit)
-    parts.conditioner_state = sao_conditioning.from_diffusers(read_weights(weights[1]), _conditioner(parts.conditioner))
+    parts.conditioner_state = sao_conditioning.from_diffusers(read_weights(weights[1]), Conditioner(parts.conditioner))
     parts.autoencoder_state = _join_autoencoder(
         *oobleck.from_diffusers(read_weights(weights[2]), parts.autoencoder.oobleck)
     )
