@@ -1,7 +1,7 @@
 """Benchmark: one forward of the Stable Audio Open DiT, ours against diffusers' StableAudioDiTModel.
 
     .venv/bin/python benchmarks/dit.py [--small] [--seconds 10 47] [--batch 2] [--repeats 3] [--threads N]
-                                       [--dtypes fp32 bf16]
+                                       [--dtypes fp32 bf16] [--compile]
 
 Both models hold the same random weights (diffusers' init, loaded into ours through
 ``wavefoundry.formats.sao_dit.dit_from_diffusers``) and see the same inputs: batch 2 (a CFG pair), latents for
@@ -14,6 +14,10 @@ ratio diffusers / ours (> 1: ours is faster) and the largest |difference| of the
 
 The full preset (``dit_sao``, 1.06 B parameters) needs about 8.5 GB for both fp32 copies and takes seconds per
 forward on CPU; ``--small`` runs ``dit_small`` instead. A benchmark, not a test: nothing is asserted.
+
+``--compile`` also times both models after :func:`~wavefoundry.diffusion.dit.compile_for_inference` (the same
+``torch.compile`` call, weights frozen, for both): a second table gives compiled ours against eager diffusers and
+against compiled diffusers, and the compile time of each (the first call per shape, never in the medians).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 
 import torch
 
-from wavefoundry.diffusion.dit import DiT, DiTConfig, dit_sao, dit_small
+from wavefoundry.diffusion.dit import DiT, DiTConfig, compile_for_inference, dit_sao, dit_small
 from wavefoundry.formats.sao_dit import config_to_diffusers, dit_from_diffusers
 
 SAMPLE_RATE, HOP = 44100, 2048  # Stable Audio Open's audio rate and autoencoder hop
@@ -84,25 +88,36 @@ def timed(fn) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out.float()
 
 
-def bench(cfg: DiTConfig, seconds: list[float], dtypes: list[str], batch: int, repeats: int) -> list[tuple]:
-    """Rows (dtype, seconds, frames, diffusers median s, ours median s, max |difference|)."""
+def bench(cfg: DiTConfig, seconds: list[float], dtypes: list[str], batch: int, repeats: int, compile: bool):
+    """Rows (dtype, seconds, frames, medians s by runner name, max |ours - diffusers|, compile s by runner name).
+
+    Runners: ``diffusers`` and ``ours`` (eager), with ``compile`` also ``diffusers.c`` and ``ours.c``.
+    """
     ref, ours = build_pair(cfg)
+    if compile:
+        ref_c, ours_c = compile_for_inference(ref), compile_for_inference(ours)
     rows = []
     for dtype in dtypes:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
         for sec in seconds:
             frames = math.ceil(sec * SAMPLE_RATE / HOP)
-            run_ref, run_ours = runners(ref, ours, cfg, inputs(cfg, batch, frames))
-            t_ref, t_ours, diff = [], [], 0.0
+            inp = inputs(cfg, batch, frames)
+            run = dict(zip(("diffusers", "ours"), runners(ref, ours, cfg, inp), strict=True))
+            if compile:
+                run.update(zip(("diffusers.c", "ours.c"), runners(ref_c, ours_c, cfg, inp), strict=True))
+            times: dict[str, list[float]] = {name: [] for name in run}
+            compile_s, diff = {}, 0.0
             with torch.inference_mode(), autocast:
-                run_ref(), run_ours()  # warm-up
-                for _ in range(repeats):
-                    t, a = timed(run_ref)
-                    t_ref.append(t)
-                    t, b = timed(run_ours)
-                    t_ours.append(t)
-                    diff = max(diff, (a - b).abs().max().item())
-            rows.append((dtype, sec, frames, statistics.median(t_ref), statistics.median(t_ours), diff))
+                for name, fn in run.items():  # warm-up; compiles the compiled runners for this shape
+                    compile_s[name] = timed(fn)[0]
+                for _ in range(repeats):  # interleaved, so that load on a shared machine hits all alike
+                    outs = {}
+                    for name, fn in run.items():
+                        t, outs[name] = timed(fn)
+                        times[name].append(t)
+                    diff = max(diff, *((outs[n] - outs["diffusers"]).abs().max().item() for n in outs))
+            medians = {name: statistics.median(ts) for name, ts in times.items()}
+            rows.append((dtype, sec, frames, medians, diff, compile_s))
             print(f"  {dtype} {sec:g} s done", file=sys.stderr, flush=True)
     return rows
 
@@ -114,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="also time both models compiled (frozen weights)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -122,10 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     name = "dit_small" if args.small else "dit_sao"
     params = sum(p.numel() for p in DiT(cfg).parameters()) if args.small else 1_056_828_544
     print(f"{name}: {params / 1e6:.1f} M parameters, batch {args.batch}, {torch.get_num_threads()} threads")
-    rows = bench(cfg, args.seconds, args.dtypes, args.batch, args.repeats)
+    rows = bench(cfg, args.seconds, args.dtypes, args.batch, args.repeats, args.compile)
     print(f"{'dtype':<6}{'seconds':>8}{'frames':>8}{'diffusers s':>13}{'ours s':>10}{'ratio':>8}{'max |diff|':>12}")
-    for dtype, sec, frames, t_ref, t_ours, diff in rows:
-        print(f"{dtype:<6}{sec:>8g}{frames:>8}{t_ref:>13.3f}{t_ours:>10.3f}{t_ref / t_ours:>8.2f}{diff:>12.2e}")
+    for dtype, sec, frames, t, diff, _ in rows:
+        ratio = t["diffusers"] / t["ours"]
+        print(f"{dtype:<6}{sec:>8g}{frames:>8}{t['diffusers']:>13.3f}{t['ours']:>10.3f}{ratio:>8.2f}{diff:>12.2e}")
+    if args.compile:
+        print("compiled (compile_for_inference; compile s = first call, both models; ratios diffusers / ours.c)")
+        head = ("dtype", "seconds", "diffusers.c s", "ours.c s", "vs eager", "vs compiled", "compile s")
+        print(f"{head[0]:<6}{head[1]:>8}" + "".join(f"{h:>15}" for h in head[2:]))
+        for dtype, sec, _, t, _, c in rows:
+            cells = (t["diffusers.c"], t["ours.c"], t["diffusers"] / t["ours.c"], t["diffusers.c"] / t["ours.c"])
+            comp = f"{c['diffusers.c']:.0f} / {c['ours.c']:.0f}"
+            print(f"{dtype:<6}{sec:>8g}" + "".join(f"{x:>15.3f}" for x in cells) + f"{comp:>15}")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ def codec_stereo() -> AutoencoderRunConfig:
     return cfg
 
 
+def tagger_eval() -> TaggerRunConfig:
+    """The sound-class judge of text-to-audio evaluation: ``tagger-small`` on the mono mix of 4 s clips of the
+    ``codec-stereo``/``t2a-tiny`` SynthCaps set, trained on its training split only (held-out items stay unseen)."""
+    cfg = tagger_small()
+    cfg.data = DataConfig(synth=codec_stereo().data.synth, clip=ClipConfig(sample_rate=16000, channels=1, seconds=4.0))
+    return cfg
+
+
 def t2a_tiny() -> DiffusionRunConfig:
     """Text-to-audio on SynthCaps latents of ``models/codec-stereo``: DiT width 256 x 6 blocks, learned text
     encoder width 128 x 2 layers (the ``make demo`` model)."""
@@ -124,6 +132,7 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "codec-tiny-rvq": codec_tiny_rvq,
     "codec-stereo": codec_stereo,
     "t2a-tiny": t2a_tiny,
+    "tagger-eval": tagger_eval,
 }
 
 

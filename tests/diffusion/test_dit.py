@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wavefoundry.config import ConfigError
-from wavefoundry.diffusion.dit import DiT, DiTConfig, dit_sao, dit_small, dit_tiny
+from wavefoundry.diffusion.dit import DiT, DiTConfig, compile_for_inference, dit_sao, dit_small, dit_tiny
 from wavefoundry.formats.sao_dit import config_to_diffusers, dit_from_diffusers, dit_to_diffusers
 from wavefoundry.nn.attention import CrossAttention, attention
 from wavefoundry.nn.rope import apply_rope, apply_rope_, rope_tables
@@ -97,6 +97,17 @@ def test_matches_diffusers_fp32(mask):
     scale = theirs.abs().max().item()
     assert scale > 0.1
     torch.testing.assert_close(ours, theirs, atol=1e-5 * scale, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_for_inference_matches_eager():
+    # Inductor compiles C++ for the CPU (tens of seconds), hence slow; frozen weights, mask path included.
+    model = random_dit()
+    inp = make_inputs()
+    with torch.inference_mode():
+        eager = run(model, inp)
+        compiled = run(compile_for_inference(model), inp)
+    torch.testing.assert_close(compiled, eager, atol=1e-5 * eager.abs().max().item(), rtol=0)
 
 
 def test_gradients_match_diffusers():
