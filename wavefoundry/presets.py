@@ -81,7 +81,7 @@ def codec_stereo() -> AutoencoderRunConfig:
     """Stereo 16 kHz VAE for the text-to-audio demo: hop 256 (62.5 Hz), 32 latent channels (16x compression).
 
     A longer recipe than ``codec-tiny`` (8,000 steps, adversarial from step 2,000) on 2,000 stereo SynthCaps items,
-    so that pitch and pan survive the round trip.
+    with a waveform L1 term (weight 10) so that pitch and pan survive the round trip.
     """
     cfg = codec_tiny()
     cfg.model = AutoencoderConfig(
@@ -90,6 +90,7 @@ def codec_stereo() -> AutoencoderRunConfig:
     )
     cfg.discriminator.audio_channels = 2
     cfg.loss.weights.adversarial_warmup_steps = 2000
+    cfg.loss.weights.waveform = 10.0  # without it, pitch did not survive even when overfitting 4 notes (docs/recon.md)
     cfg.data = DataConfig(
         synth=SynthConfig(n_items=2000, seconds=4.0, channels=2, valid_fraction=0.05),
         clip=ClipConfig(sample_rate=16000, channels=2, seconds=0.75),

@@ -329,17 +329,20 @@ class LossWeights:
     """Generator loss weights; defaults from stable-audio-tools ``stable_audio_2_0_vae.json`` (the SAO VAE).
 
     The discriminator loss has weight 1. Adversarial and feature-matching terms (and discriminator updates)
-    start at step ``adversarial_warmup_steps`` (stable-audio-tools ``warmup_steps``, 0 for SAO).
+    start at step ``adversarial_warmup_steps`` (stable-audio-tools ``warmup_steps``, 0 for SAO). ``waveform`` weights
+    an L1 loss on the samples (0 in SAO): the STFT loss ignores phase, and small CPU codecs trained with it alone
+    are slow to produce periodic output (see ``docs/recon.md``).
     """
 
     stft: float = 1.0
+    waveform: float = 0.0
     kl: float = 1e-4
     adversarial: float = 0.1
     feature_matching: float = 5.0
     adversarial_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("stft", "kl", "adversarial", "feature_matching"):
+        for name in ("stft", "waveform", "kl", "adversarial", "feature_matching"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"LossWeights: {name} must be finite and >= 0, got {value}")

@@ -103,9 +103,11 @@ class AutoencoderTask(Task):
         real = batch["audio"]  # (B, C, T)
         fake, out = model.autoencoder(real)
         stft = self.stft_loss(fake, real)
-        generator = w.stft * stft + w.kl * out.losses.get("kl", 0.0)
+        waveform = (fake - real).abs().mean()
+        generator = w.stft * stft + w.waveform * waveform + w.kl * out.losses.get("kl", 0.0)
         generator = generator + sum(v for k, v in out.losses.items() if k != "kl")  # commitment/codebook: weighted
-        metrics = {"stft": stft, **_scalar_metrics(out.losses), **_scalar_metrics(out.metrics)}
+        metrics = {"stft": stft, "waveform_l1": waveform.detach(), **_scalar_metrics(out.losses),
+                   **_scalar_metrics(out.metrics)}  # fmt: skip
         if not (model.training and w.adversarial_active(self.step)):
             return {"generator": generator}, metrics
         real_logits, real_feats = model.discriminator(real)
