@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from tests.diffusion.dit_fixtures import TINY_DIT
 from wavefoundry.config import ConfigError
 from wavefoundry.diffusion.dit import DiT, DiTConfig, compile_for_inference, dit_sao, dit_small, dit_tiny
 from wavefoundry.formats.sao_dit import config_to_diffusers, dit_from_diffusers, dit_to_diffusers
@@ -14,17 +15,7 @@ from wavefoundry.nn.rope import apply_rope, apply_rope_, rope_tables
 diffusers = pytest.importorskip("diffusers")
 from diffusers.models.embeddings import get_1d_rotary_pos_embed  # noqa: E402
 
-# kv heads = 32 // 16 = 2 for 4 query heads: grouped cross-attention as in Stable Audio Open (12 for 24).
-CFG = DiTConfig(
-    io_channels=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    cond_token_dim=32,
-    global_cond_dim=24,
-    timestep_features_dim=16,
-    rotary_dim=8,
-)
+CFG = TINY_DIT
 B, T, LC = 2, 11, 5
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from tests.diffusion.dit_fixtures import TINY_DIT
 from wavefoundry.config import ConfigError
 from wavefoundry.diffusion.dit import DiT, DiTConfig, dit_sao
 from wavefoundry.formats.sao_dit import (
@@ -29,16 +30,7 @@ from wavefoundry.formats.sao_dit import (
 )
 from wavefoundry.nn.rope import rope_inv_freq
 
-CFG = DiTConfig(
-    io_channels=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    cond_token_dim=32,
-    global_cond_dim=24,
-    timestep_features_dim=16,
-    rotary_dim=8,
-)
+CFG = TINY_DIT
 
 
 def random_state(cfg: DiTConfig = CFG, seed: int = 0) -> dict:
