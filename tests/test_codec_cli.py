@@ -61,9 +61,17 @@ def test_eval_recon_with_model_and_with_estimates(exported, tmp_path):
     for i in range(2):
         sf.write(refs / f"r{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
     sf.write(refs / "silent.wav", np.zeros(8000, np.float32), 16000)
-    assert main(["eval", "recon", str(refs), "--model", str(exported), "--out", str(tmp_path / "m.json")]) == 0
+    saved = tmp_path / "saved"
+    args = ["eval", "recon", str(refs), "--model", str(exported), "--out", str(tmp_path / "m.json")]
+    assert main([*args, "--save-dir", str(saved)]) == 0
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["num_files"] == 3 and report["num_scored"] == 2 and report["num_errors"] == 1
+    assert sorted(p.name for p in saved.iterdir()) == ["r0.wav", "r1.wav"]  # the scored ones, as reconstructed
+    codec = Codec.from_pretrained(exported)
+    ref, _ = sf.read(refs / "r0.wav", dtype="float32")
+    kept, sr = sf.read(saved / "r0.wav", dtype="float32")
+    assert sr == 16000 and kept.shape == ref.shape
+    np.testing.assert_allclose(kept, codec.reconstruct(ref[None], 16000)[0], atol=1e-6)  # float WAV
     assert all(np.isfinite(report["mean"][k]) for k in ("stft", "mel", "sisdr"))
     # the references against themselves: distances 0, SI-SDR very high
     assert main(["eval", "recon", str(refs), "--estimates", str(refs), "--out", str(tmp_path / "e.json")]) == 0

@@ -86,7 +86,7 @@ def codec_stereo() -> AutoencoderRunConfig:
     cfg = codec_tiny()
     cfg.model = AutoencoderConfig(
         oobleck=dataclasses.replace(cfg.model.oobleck, audio_channels=2, latent_dim=32, encoder_out_dim=64),
-        bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=32)),
+        bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=32, init_std=0.02)),
     )
     cfg.discriminator.audio_channels = 2
     cfg.loss.weights.adversarial_warmup_steps = 2000

@@ -16,9 +16,12 @@ from wavefoundry.codecs.bottlenecks import (
     RVQConfig,
     VAEBottleneck,
     VAEConfig,
+    MIN_STD,
     build_bottleneck,
     codebook_usage,
     kmeans,
+    scale_bias_for_std,
+    vae_sample,
 )
 from wavefoundry.codecs.quantizers import EMA_EPS
 from wavefoundry.config import ConfigError, apply_overrides, from_dict, to_dict
@@ -119,6 +122,37 @@ def test_vae_shapes_and_bad_input():
         vae.encode(torch.ones(1, 6, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \(B, 3, T\)"):
         vae.decode(torch.randn(1, 6, 4))
+    with pytest.raises(ValueError, match="init_std"):
+        VAEConfig(init_std=MIN_STD)
+
+
+@pytest.mark.parametrize("std", [1e-3, 0.02, 0.7, 3.0])
+def test_scale_bias_for_std_inverts_the_posterior_std(std):
+    stdev = vae_sample(torch.zeros(1, 1, 1), torch.full((1, 1, 1), scale_bias_for_std(std)))[2]
+    assert stdev.item() == pytest.approx(std, rel=1e-5)
+
+
+def test_init_std_sets_the_initial_posterior_std():
+    """With init_std the latent carries the input above the posterior noise from step 0 (default init: it doesn't)."""
+    from wavefoundry.codecs.autoencoder import Autoencoder, AutoencoderConfig
+    from wavefoundry.codecs.oobleck import oobleck_tiny_16k_mono
+
+    audio = 0.1 * torch.randn(2, 1, 2048, generator=torch.Generator().manual_seed(0))
+    snr = {}
+    for init_std in (None, 0.02):
+        torch.manual_seed(0)
+        cfg = AutoencoderConfig(oobleck=oobleck_tiny_16k_mono(),
+                                bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=16, init_std=init_std)))  # fmt: skip
+        ae = Autoencoder(cfg)
+        with torch.no_grad():
+            out, silent = ae.encode(audio, sample=False), ae.encode(torch.zeros_like(audio), sample=False)
+        signal = (out.latents - silent.latents).pow(2).mean().sqrt()  # the input-dependent part of the mean
+        snr[init_std] = (signal / out.metrics["posterior_std"]).item()
+        if init_std is not None:
+            assert ae.encoder.proj.bias[16:].eq(scale_bias_for_std(init_std)).all()
+            assert ae.encoder.proj.bias[:16].abs().max() < 1  # the mean half keeps torch's init
+            assert out.metrics["posterior_std"].item() == pytest.approx(init_std, rel=0.5)
+    assert snr[0.02] > 10 * snr[None]  # the noise that drowned the signal is ~35x smaller
 
 
 # --- residual VQ ------------------------------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
     wavefoundry eval recon data/synthcaps/manifest.jsonl --model models/codec-tiny --split valid --out recon.json
     wavefoundry eval recon references/ --estimates reconstructions/ --out recon.json
+    wavefoundry eval recon manifest.jsonl --model DIR --split valid --save-dir recon/   (also keep <name>.wav)
+
+With ``--save-dir``, each reconstruction is written as ``<name>.wav``, so ``wavefoundry eval adherence
+--audio-dir`` can score how much pitch and pan survive the codec.
 
 With ``--model``, every reference is encoded and decoded by the codec (resampled to its rate first) and scored at
 the codec's rate. With ``--estimates``, files are paired by relative path (any audio suffix). A file that cannot
@@ -41,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="only manifest items of this split (e.g. valid)")
     p.add_argument("--limit", type=int, help="score at most this many files")
     p.add_argument("--out", type=Path, help="write the JSON here (default: print it)")
+    p.add_argument("--save-dir", type=Path, help="with --model: also write each reconstruction as <name>.wav (float) here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_recon)
     p = cmds.add_parser("adherence", help="prompt adherence of clips to their SynthCaps attrs (pitch, pan, ...)",
@@ -104,10 +109,17 @@ def run_recon(args: argparse.Namespace) -> int:
     refs = reference_files(args.references, args.split)[: args.limit]
     if not refs:
         raise ValueError(f"no reference files in {args.references}" + (f" (split {args.split})" if args.split else ""))
+    if args.save_dir is not None and args.model is None:
+        raise ValueError("--save-dir needs --model (it keeps the codec's reconstructions)")
     codec = Codec.from_pretrained(args.model) if args.model else None
     per_file = []
     for name, ref, est, sr in tqdm(_pairs(refs, args, codec), total=len(refs), desc="recon", disable=args.no_progress):
-        per_file.append({"name": name, "error": ref} if est is None else evaluate_pair(name, ref, est, sr))
+        row = {"name": name, "error": ref} if est is None else evaluate_pair(name, ref, est, sr)
+        per_file.append(row)
+        if args.save_dir is not None and "error" not in row:
+            from wavefoundry.audio.io import save_audio
+
+            save_audio(args.save_dir / Path(name).with_suffix(".wav"), est, sr, subtype="FLOAT")  # exact, unclipped
     report = {"references": str(args.references), "model": str(args.model) if args.model else None,
               "per_file": per_file, **summarize(per_file)}  # fmt: skip
     text = json.dumps(report, indent=2)

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from wavefoundry.codecs.bottlenecks import BottleneckConfig, BottleneckOutput, VAEConfig, build_bottleneck
+from wavefoundry.codecs.bottlenecks import (
+    BottleneckConfig,
+    BottleneckOutput,
+    VAEConfig,
+    build_bottleneck,
+    scale_bias_for_std,
+)
 from wavefoundry.codecs.chunked import decode_chunked, encode_chunked
 from wavefoundry.codecs.oobleck import OobleckConfig, OobleckDecoder, OobleckEncoder
 from wavefoundry.codecs.receptive import decoder_context, encoder_context
@@ -49,6 +55,9 @@ class Autoencoder(nn.Module):
         self.encoder = OobleckEncoder(cfg.oobleck)
         self.bottleneck = build_bottleneck(cfg.bottleneck)
         self.decoder = OobleckDecoder(cfg.oobleck)
+        if cfg.bottleneck.kind == "vae" and cfg.bottleneck.vae.init_std is not None:
+            with torch.no_grad():  # the scale half of the encoder output (mean first, then scale)
+                self.encoder.proj.bias[cfg.oobleck.latent_dim :] = scale_bias_for_std(cfg.bottleneck.vae.init_std)
 
     @property
     def sample_rate(self) -> int:

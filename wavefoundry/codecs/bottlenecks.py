@@ -8,6 +8,7 @@ See docs/bottlenecks.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,7 @@ __all__ = [
     "check_latent_input",
     "codebook_usage",
     "kmeans",
+    "scale_bias_for_std",
     "usage_from_counts",
     "vae_sample",
 ]
@@ -57,13 +59,28 @@ MIN_STD = 1e-4
 
 @dataclass(kw_only=True)
 class VAEConfig:
-    """Diagonal-Gaussian VAE bottleneck; the encoder outputs ``2 * latent_dim`` channels (mean, scale)."""
+    """Diagonal-Gaussian VAE bottleneck; the encoder outputs ``2 * latent_dim`` channels (mean, scale).
+
+    ``init_std``: when set, the encoder's scale channels start with a bias that makes the posterior std about this
+    value (an initialisation only; loaded weights override it). Small codecs on quiet audio need it: at torch's
+    default init the input-dependent part of the latent mean is ~100x smaller than the posterior std (~0.7), the
+    decoder learns to ignore the latents and training stalls at the zero-output loss (docs/bottlenecks.md).
+    """
 
     latent_dim: int = 64
+    init_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
             raise ValueError(f"vae.latent_dim must be >= 1, got {self.latent_dim}")
+        if self.init_std is not None and not self.init_std > MIN_STD:
+            raise ValueError(f"vae.init_std must be > {MIN_STD} (the std floor), got {self.init_std}")
+
+
+def scale_bias_for_std(std: float) -> float:
+    """The pre-softplus scale whose posterior std ``softplus(scale) + MIN_STD`` equals ``std``."""
+    y = std - MIN_STD
+    return y + math.log(-math.expm1(-y))  # inverse softplus, stable for small y
 
 
 def vae_sample(mean: Tensor, scale: Tensor, *, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
