@@ -9,6 +9,7 @@ from torch.distributions import Normal, kl_divergence
 
 from wavefoundry.codecs.bottlenecks import (
     FSQ,
+    MIN_STD,
     BottleneckConfig,
     CodebookUsage,
     FSQConfig,
@@ -16,7 +17,6 @@ from wavefoundry.codecs.bottlenecks import (
     RVQConfig,
     VAEBottleneck,
     VAEConfig,
-    MIN_STD,
     build_bottleneck,
     codebook_usage,
     kmeans,
@@ -141,8 +141,8 @@ def test_init_std_sets_the_initial_posterior_std():
     snr = {}
     for init_std in (None, 0.02):
         torch.manual_seed(0)
-        cfg = AutoencoderConfig(oobleck=oobleck_tiny_16k_mono(),
-                                bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=16, init_std=init_std)))  # fmt: skip
+        vae = VAEConfig(latent_dim=16, init_std=init_std)
+        cfg = AutoencoderConfig(oobleck=oobleck_tiny_16k_mono(), bottleneck=BottleneckConfig(kind="vae", vae=vae))
         ae = Autoencoder(cfg)
         with torch.no_grad():
             out, silent = ae.encode(audio, sample=False), ae.encode(torch.zeros_like(audio), sample=False)

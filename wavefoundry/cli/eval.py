@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="only manifest items of this split (e.g. valid)")
     p.add_argument("--limit", type=int, help="score at most this many files")
     p.add_argument("--out", type=Path, help="write the JSON here (default: print it)")
-    p.add_argument("--save-dir", type=Path, help="with --model: also write each reconstruction as <name>.wav (float) here")
+    p.add_argument("--save-dir", type=Path, help="with --model: also write reconstructions here (<name>.wav, float)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_recon)
     p = cmds.add_parser("adherence", help="prompt adherence of clips to their SynthCaps attrs (pitch, pan, ...)",
