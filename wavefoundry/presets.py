@@ -80,8 +80,9 @@ def codec_tiny_rvq() -> AutoencoderRunConfig:
 def codec_stereo() -> AutoencoderRunConfig:
     """Stereo 16 kHz VAE for the text-to-audio demo: hop 256 (62.5 Hz), 32 latent channels (16x compression).
 
-    A longer recipe than ``codec-tiny`` (8,000 steps, adversarial from step 2,000) on 2,000 stereo SynthCaps items,
-    with a waveform L1 term (weight 10) so that pitch and pan survive the round trip.
+    2,500 spectral steps (MR-STFT + waveform L1 weight 10 + KL) on 2,000 stereo SynthCaps items, about 35 minutes on
+    2 CPU cores; the posterior std starts at 0.02 (``vae.init_std``: without it this model collapses to silence).
+    The GAN phase starts at step 2,500, so it is off in this recipe; raise ``train.steps`` to add one.
     """
     cfg = codec_tiny()
     cfg.model = AutoencoderConfig(
@@ -89,13 +90,13 @@ def codec_stereo() -> AutoencoderRunConfig:
         bottleneck=BottleneckConfig(kind="vae", vae=VAEConfig(latent_dim=32, init_std=0.02)),
     )
     cfg.discriminator.audio_channels = 2
-    cfg.loss.weights.adversarial_warmup_steps = 2000
+    cfg.loss.weights.adversarial_warmup_steps = 2500
     cfg.loss.weights.waveform = 10.0  # without it, pitch did not survive even when overfitting 4 notes (docs/recon.md)
     cfg.data = DataConfig(
         synth=SynthConfig(n_items=2000, seconds=4.0, channels=2, valid_fraction=0.05),
         clip=ClipConfig(sample_rate=16000, channels=2, seconds=0.75),
     )
-    cfg.train.steps, cfg.train.ckpt_every, cfg.train.eval_every = 8000, 200, 500
+    cfg.train.steps, cfg.train.ckpt_every, cfg.train.eval_every = 2500, 200, 250
     return cfg
 
 
@@ -109,7 +110,7 @@ def tagger_eval() -> TaggerRunConfig:
 
 def t2a_tiny() -> DiffusionRunConfig:
     """Text-to-audio on SynthCaps latents of ``models/codec-stereo``: DiT width 256 x 6 blocks, learned text
-    encoder width 128 x 2 layers (the ``make demo`` model)."""
+    encoder width 128 x 2 layers, 4,000 stereo SynthCaps items, 2,500 steps of 16 (the ``make demo`` model)."""
     dit = dataclasses.replace(dit_tiny(), io_channels=32)
     conditioner = ConditionerConfig(
         text=LearnedTextEncoderConfig(vocab_size=1024, dim=128, depth=2, heads=4, max_length=48, out_dim=128),
@@ -117,10 +118,11 @@ def t2a_tiny() -> DiffusionRunConfig:
     )
     return DiffusionRunConfig(
         model=TextToAudioConfig(dit=dit, conditioner=conditioner),
-        data=LatentDataConfig(codec="models/codec-stereo", synth=codec_stereo().data.synth),
+        data=LatentDataConfig(codec="models/codec-stereo",
+                              synth=dataclasses.replace(codec_stereo().data.synth, n_items=4000)),
         objective=ObjectiveConfig(timestep_sampler="logit-normal"),
-        train=TrainConfig(steps=6000, batch_size=16, eval_every=500, ckpt_every=250, log_every=25, ema_decay=0.999,
-                          precision="fp32"),
+        train=TrainConfig(steps=2500, batch_size=16, eval_every=500, ckpt_every=250, log_every=25, ema_decay=0.999,
+                          precision="bf16"),  # bf16 autocast: 1.7x faster steps than fp32 on this AVX512-BF16 CPU
         optim=OptimConfig(lr=5e-4, betas=(0.9, 0.99), weight_decay=1e-3),
         schedule=ScheduleConfig(name="cosine", warmup_steps=200, min_ratio=0.1),
     )  # fmt: skip

@@ -1,13 +1,14 @@
-"""``wavefoundry demo [tagger|t2a]``: the main jobs on built-in data.
+"""``wavefoundry demo [t2a|tagger]``: the main jobs on built-in data and models.
 
-``tagger`` (the default until the text-to-audio default model ships): generates SynthCaps (cached under
-data/cache), trains the ``tagger-tiny`` preset into ``runs/demo`` (resuming a previous, unfinished demo run), and
-prints validation accuracy per class. Run again, it only re-evaluates.
+``t2a`` (the default, ``make demo``): text-to-audio with the built-in model (``--model``, default
+models/t2a-tiny): generates a set of SynthCaps-style prompts to WAV files and writes ``index.html`` (audio
+players, spectrograms, prompts, timing) into ``--out`` (default runs/demo-t2a). ``--retrain`` first reproduces
+the model from scratch with the project's recipe (``codec-stereo`` then ``t2a-tiny``; about 1.5 hours on 2 CPU
+cores) and exports it to ``--model``.
 
-``t2a``: text-to-audio with the built-in model (``--model``, default models/t2a-tiny): generates a set of SynthCaps-
-style prompts to WAV files and writes ``index.html`` (audio players, spectrograms, prompts, timing) into ``--out``
-(default runs/demo-t2a). ``--retrain`` first reproduces the model from scratch with the project's recipe
-(``codec-stereo`` then ``t2a-tiny``; hours on 2 CPU cores) and exports it to ``--model``.
+``tagger``: generates SynthCaps (cached under data/cache), trains the ``tagger-tiny`` preset into ``runs/demo``
+(resuming a previous, unfinished demo run), and prints validation accuracy per class. Run again, it only
+re-evaluates.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="SynthCaps + training engine demo (a few minutes on CPU)", description=__doc__,
+    p = sub.add_parser("demo", help="text-to-audio demo page (or the tagger job)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("job", nargs="?", default="tagger", choices=("tagger", "t2a"), help="which demo (default tagger)")
+    p.add_argument("job", nargs="?", default="t2a", choices=("t2a", "tagger"), help="which demo (default t2a)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/demo or runs/demo-t2a)")
     p.add_argument("--model", type=Path, default=Path("models/t2a-tiny"), help="t2a: model directory")
     p.add_argument("--steps", type=int, default=50, help="t2a: sampler steps (default 50)")
