@@ -27,7 +27,7 @@ from wavefoundry.train.tasks import RunConfig
 
 
 def tagger_tiny() -> TaggerRunConfig:
-    """SynthCaps tagger that trains in about a minute on 2 CPU cores (the ``make demo`` job)."""
+    """SynthCaps tagger that trains in about a minute on 2 CPU cores (the ``wavefoundry demo tagger`` job)."""
     return TaggerRunConfig(
         data=DataConfig(synth=SynthConfig(n_items=480, seconds=2.0, channels=1, valid_fraction=0.15)),
         train=TrainConfig(steps=300, batch_size=32, eval_every=100, ckpt_every=100, log_every=10),

@@ -1,4 +1,4 @@
-"""A small log-mel CNN audio tagger: the SynthCaps classifier behind ``make demo`` and a cheap offline embedder.
+"""A small log-mel CNN audio tagger: the classifier of ``wavefoundry demo tagger``, and a cheap offline embedder.
 
 Input audio (B, C, T) is averaged to mono, turned into a log-mel spectrogram, passed through ``blocks`` of
 (conv 3x3, GroupNorm, GELU) x 2 + 2x2 average pooling, then mean/max pooled over time and frequency
