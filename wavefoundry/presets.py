@@ -80,8 +80,8 @@ def codec_tiny_rvq() -> AutoencoderRunConfig:
 def codec_stereo() -> AutoencoderRunConfig:
     """Stereo 16 kHz VAE for the text-to-audio demo: hop 256 (62.5 Hz), 32 latent channels (16x compression).
 
-    2,500 spectral steps (MR-STFT + waveform L1 weight 10 + KL) on 2,000 stereo SynthCaps items, about 35 minutes on
-    2 CPU cores; the posterior std starts at 0.02 (``vae.init_std``: without it this model collapses to silence).
+    2,500 spectral steps (MR-STFT + waveform L1 weight 10 + KL) on 2,000 stereo SynthCaps items, 36 minutes on 2
+    CPU cores; the posterior std starts at 0.02 (``vae.init_std``: without it this model collapses to silence).
     The GAN phase starts at step 2,500, so it is off in this recipe; raise ``train.steps`` to add one.
     """
     cfg = codec_tiny()

@@ -4,7 +4,7 @@
 models/t2a-tiny): generates a set of SynthCaps-style prompts to WAV files and writes ``index.html`` (audio
 players, spectrograms, prompts, timing) into ``--out`` (default runs/demo-t2a). ``--retrain`` first reproduces
 the model from scratch with the project's recipe (``codec-stereo`` then ``t2a-tiny``; about 1.5 hours on 2 CPU
-cores) and exports it to ``--model``.
+cores, estimated) and exports it to ``--model``.
 
 ``tagger``: generates SynthCaps (cached under data/cache), trains the ``tagger-tiny`` preset into ``runs/demo``
 (resuming a previous, unfinished demo run), and prints validation accuracy per class. Run again, it only

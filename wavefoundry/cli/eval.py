@@ -103,6 +103,7 @@ def _pairs(refs, args, codec):
 def run_recon(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from wavefoundry.audio.io import save_audio
     from wavefoundry.eval.recon import evaluate_pair, summarize
     from wavefoundry.pipelines import Codec
 
@@ -117,8 +118,6 @@ def run_recon(args: argparse.Namespace) -> int:
         row = {"name": name, "error": ref} if est is None else evaluate_pair(name, ref, est, sr)
         per_file.append(row)
         if args.save_dir is not None and "error" not in row:
-            from wavefoundry.audio.io import save_audio
-
             save_audio(args.save_dir / Path(name).with_suffix(".wav"), est, sr, subtype="FLOAT")  # exact, unclipped
     report = {"references": str(args.references), "model": str(args.model) if args.model else None,
               "per_file": per_file, **summarize(per_file)}  # fmt: skip
