@@ -15,7 +15,7 @@ ALLOWED = {
     "audio": {"config"},
     **{m: {"nn", "audio", "config"} for m in MODELS},
     "data": {"audio", "config"},
-    "eval": {"audio", "config", "nn"},
+    "eval": {"audio", "config", "nn", "understanding"},  # embedder networks (OpenL3, PaSST, ...) live in understanding
     "scaling": {"config"},
     "formats": {"nn", "config", *MODELS},
     "train": {"config", "audio", "data", "nn", *MODELS},
