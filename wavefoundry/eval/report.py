@@ -226,7 +226,8 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _esc(value: Any) -> str:
+def escape_cell(value: Any) -> str:
+    """HTML-escaped text of a value (strings as they are, other values through :func:`format_value`)."""
     return html.escape(value if isinstance(value, str) else format_value(value), quote=True)
 
 
@@ -237,13 +238,13 @@ def summary_html(summary: Mapping[str, Any]) -> str:
     nested = {k: v for k, v in summary.items() if isinstance(v, Mapping)}
     parts = []
     if flat:
-        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in flat.items())
+        rows = "".join(f"<tr><th>{escape_cell(k)}</th><td>{escape_cell(v)}</td></tr>" for k, v in flat.items())
         parts.append(f'<table class="summary">{rows}</table>')
     if nested:
         columns = list(dict.fromkeys(c for row in nested.values() for c in row))
-        head = "<tr><th></th>" + "".join(f"<th>{_esc(c)}</th>" for c in columns) + "</tr>"
+        head = "<tr><th></th>" + "".join(f"<th>{escape_cell(c)}</th>" for c in columns) + "</tr>"
         rows = "".join(
-            f"<tr><th>{_esc(k)}</th>" + "".join(f"<td>{_esc(row.get(c))}</td>" for c in columns) + "</tr>"
+            f"<tr><th>{escape_cell(k)}</th>" + "".join(f"<td>{escape_cell(row.get(c))}</td>" for c in columns) + "</tr>"
             for k, row in nested.items()
         )
         parts.append(f'<table class="summary">{head}{rows}</table>')
@@ -260,7 +261,7 @@ def timing_text(seconds_generated: float | None, seconds_audio: float | None) ->
     return text
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;padding:0 1em}
+PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;
 vertical-align:top}th{background:#f4f4f4;font-weight:600}table.entry{width:100%}table.entry th{width:9em}
 img{display:block;max-width:100%;height:auto}audio{width:100%}
@@ -268,27 +269,28 @@ img{display:block;max-width:100%;height:auto}audio{width:100%}
 
 
 def _entry_html(i: int, entry: DemoEntry, spec: str | None, spec_error: str | None, size: tuple[int, int]) -> str:
-    src = _esc(quote(PurePosixPath(str(entry.audio_path).replace("\\", "/")).as_posix()))
+    src = escape_cell(quote(PurePosixPath(str(entry.audio_path).replace("\\", "/")).as_posix()))
     nyquist = entry.sr / 2
     if spec is not None:
         picture = (
-            f'<img src="{_esc(spec)}" width="{size[0]}" height="{size[1]}" alt="log-mel spectrogram of clip {i + 1}">'
+            f'<img src="{escape_cell(spec)}" width="{size[0]}" height="{size[1]}" '
+            f'alt="log-mel spectrogram of clip {i + 1}">'
             f'<div class="note">log-mel, 0 to {nyquist:g} Hz (low at the bottom), time left to right</div>'
         )
     else:
-        picture = f'<div class="note">no spectrogram: {_esc(spec_error)}</div>'
+        picture = f'<div class="note">no spectrogram: {escape_cell(spec_error)}</div>'
     rows = [
-        ("prompt", f'<td class="prompt">{_esc(entry.prompt)}</td>'),
+        ("prompt", f'<td class="prompt">{escape_cell(entry.prompt)}</td>'),
         ("audio", f'<td><audio controls preload="none" src="{src}"></audio></td>'),
         ("spectrogram", f"<td>{picture}</td>"),
-        ("timing", f"<td>{_esc(timing_text(entry.seconds_generated, entry.seconds_audio))}</td>"),
+        ("timing", f"<td>{escape_cell(timing_text(entry.seconds_generated, entry.seconds_audio))}</td>"),
     ]
     if entry.seed is not None:
-        rows.append(("seed", f"<td>{_esc(entry.seed)}</td>"))
+        rows.append(("seed", f"<td>{escape_cell(entry.seed)}</td>"))
     if entry.settings:
-        rows.append(("settings", f"<td>{_esc(entry.settings)}</td>"))
+        rows.append(("settings", f"<td>{escape_cell(entry.settings)}</td>"))
     if entry.notes:
-        rows.append(("notes", f"<td>{_esc(entry.notes)}</td>"))
+        rows.append(("notes", f"<td>{escape_cell(entry.notes)}</td>"))
     body = "".join(f"<tr><th>{name}</th>{cell}</tr>" for name, cell in rows)
     return f'<h2 id="clip-{i:03d}">Clip {i + 1}</h2>\n<table class="entry">{body}</table>'
 
@@ -343,7 +345,7 @@ def write_demo_page(
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+        f"<title>{escape_cell(title)}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n<h1>{escape_cell(title)}</h1>\n"
         f'<p class="note">{count}; written by wavefoundry</p>\n'
         + (f"<h2>Summary</h2>\n{summary_html(summary)}\n" if summary else "")
         + "\n".join(sections)
