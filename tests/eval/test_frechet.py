@@ -298,6 +298,8 @@ def test_bad_embeddings_and_covariances_raise():
         running.update(np.zeros(4))
     with pytest.raises(ValueError, match="real numbers"):
         running.update(np.zeros((3, 4), dtype=complex))
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
+        running.update(np.zeros((3, 4)), chunk_rows=0)
     with pytest.raises(ValueError, match="need at least 2 embeddings, got 0"):
         running.to_stats(INFO)
     running.update(np.zeros((1, 4)))

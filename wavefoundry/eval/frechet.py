@@ -248,6 +248,8 @@ class RunningStats:
             ValueError: not (N, D) with D = ``dim``, not real, or NaN/inf (the first bad row is named).
         """
         x = _check_embeddings(x, self._dim)
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         part = RunningStats(self._dim)
         for start in range(0, x.shape[0], chunk_rows):
             block = _finite_block(x[start : start + chunk_rows], start, "embeddings")  # (n, D) float64
