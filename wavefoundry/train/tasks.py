@@ -75,7 +75,12 @@ class Task(abc.ABC):
 
 TASKS: dict[str, type[Task]] = {}
 #: Modules that register the built-in tasks; imported on first lookup so a saved run always resolves.
-BUILTIN_TASK_MODULES = ("wavefoundry.train.tagging", "wavefoundry.train.autoencoding", "wavefoundry.train.diffusion")
+BUILTIN_TASK_MODULES = (
+    "wavefoundry.train.tagging",
+    "wavefoundry.train.autoencoding",
+    "wavefoundry.train.diffusion",
+    "wavefoundry.train.contrastive",
+)
 
 
 def register(cls: type[Task]) -> type[Task]:
