@@ -135,7 +135,7 @@ def clap_synthcaps() -> ContrastiveRunConfig:
     mono crops of the ``tagger-eval`` SynthCaps set (training split only), each with a random caption variant."""
     cfg = ContrastiveRunConfig(
         data=DataConfig(synth=codec_stereo().data.synth, clip=ClipConfig(sample_rate=16000, channels=1, seconds=2.0)),
-        train=TrainConfig(steps=600, batch_size=64, eval_every=200, ckpt_every=100, log_every=10,
+        train=TrainConfig(steps=1200, batch_size=64, eval_every=300, ckpt_every=100, log_every=10,
                           precision="bf16"),  # bf16 autocast: faster steps than fp32 in side-by-side runs here
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.05),
         schedule=ScheduleConfig(name="cosine", warmup_steps=50, min_ratio=0.05),
