@@ -52,6 +52,7 @@ def register(cmds: argparse._SubParsersAction) -> None:
 
 
 def _add_shared_options(p: argparse.ArgumentParser) -> None:
+    """Copy the :data:`SHARED_OPTIONS` actions of ``wavefoundry generate``'s parser (help, defaults, types)."""
     holder = argparse.ArgumentParser(add_help=False)
     sub = holder.add_subparsers()
     generate.register(sub)

@@ -18,6 +18,7 @@ blocks of ``chunk`` x ``chunk`` pairs, so memory stays bounded for a large train
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -270,8 +271,7 @@ def _check_ids(ids: Sequence[str], n_rows: int, name: str) -> list[str]:
         raise ValueError(f"{name}: {len(ids)} ids for {n_rows} embedding rows")
     if not all(isinstance(i, str) and i for i in ids):
         raise ValueError(f"{name}: ids must be non-empty strings")
-    seen: set[str] = set()
-    dups = sorted({i for i in ids if i in seen or seen.add(i)})
+    dups = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dups:
         raise ValueError(f"{name}: duplicate ids {', '.join(dups[:5])}" + (" ..." if len(dups) > 5 else ""))
     return ids
