@@ -109,7 +109,12 @@ def test_report_flags_planted_exact_and_near_copies_and_nothing_else():
     rep = memorization_report(gen_ids, gen, train_ids, train, k=3, top=5, quantile=30 / 300)
     assert {f["id"]: (f["flag"], f["nearest"]) for f in rep["flagged"]} == {
         "g07": ("exact", "t100"), "g21": ("exact", "t200"), "g33": ("near", "t050")}  # fmt: skip
-    assert rep["counts"] == {"exact": 2, "near": 1, "none": 37}
+    summary = rep["summary"]
+    assert summary["counts"] == {"exact": 2, "near": 1, "none": 37}
+    assert summary["threshold"] == rep["threshold"]["value"]
+    assert rep["metric"] == "memorization" and rep["distance"] == "cosine"
+    assert rep["per_item"]["g33"] == {"nearest": "t050", "distance": rep["distances"][33], "flag": "near"}
+    assert len(rep["distances"]) == 40 and min(rep["distances"]) == summary["nearest_distance"]["min"] == 0.0
     closest = rep["closest"]
     assert [c["id"] for c in closest[:3]] == ["g07", "g21", "g33"] and len(closest) == 5
     assert closest[0]["neighbours"][0] == {"id": "t100", "distance": 0.0} and len(closest[0]["neighbours"]) == 3
@@ -119,7 +124,7 @@ def test_report_flags_planted_exact_and_near_copies_and_nothing_else():
     thr = rep["threshold"]
     assert thr["source"] == "training leave-one-out quantile" and thr["n_queries"] == 300
     assert thr["training_exact_duplicate_pairs"] == 0  # the planted training pairs are near, not exact
-    assert rep["n_scored"] == 40 and rep["rejected"] == []
+    assert summary["n_scored"] == 40 and rep["rejected"] == []
     json.dumps(rep)  # JSON-ready: plain Python types only
 
 
@@ -147,7 +152,8 @@ def test_nan_rows_are_rejected_with_their_id_and_reason():
         {"set": "generations", "id": "z", "reason": "zero vector (no direction for the cosine distance)"},
         {"set": "training", "id": "t3", "reason": "embedding has 1 NaN and 0 infinite values"},
     ]
-    assert rep["n_generations"] == 5 and rep["n_scored"] == 3 and rep["n_training"] == 30
+    assert (rep["summary"]["n_generations"], rep["summary"]["n_scored"], rep["summary"]["n_training"]) == (5, 3, 30)
+    assert list(rep["per_item"]) == ["v", "x", "y"] and len(rep["distances"]) == 3
     ids = {c["id"] for c in rep["closest"]}
     assert ids == {"v", "x", "y"} and all(n["id"] != "t3" for c in rep["closest"] for n in c["neighbours"])
     assert all(np.isfinite(n["distance"]) for c in rep["closest"] for n in c["neighbours"])

@@ -335,11 +335,14 @@ def memorization_report(
         metric, chunk, device: as in :func:`nearest_neighbours`.
 
     Returns:
-        ``metric``, ``k``, ``exact_rule``, ``threshold`` (value and how it was set), ``n_generations``,
-        ``n_training``, ``n_scored``, ``counts`` (exact / near / none), ``flagged`` (every exact or near
-        generation: id, flag, nearest id and distance), ``closest`` (the ``top`` generations: id, flag and their
-        ``k`` neighbours as {id, distance}), ``generation_nn_distance`` (min, quantiles, mean) and ``rejected``
-        (rows left out: set, id, reason).
+        ``metric`` ("memorization"), ``distance`` (the distance metric), ``k``, ``exact_rule``, ``threshold``
+        (value and how it was set), ``summary`` (n_generations, n_training, n_scored, counts of exact / near /
+        none, the threshold value, nearest_distance min / quantiles / mean), ``flagged`` (every exact or near
+        generation, closest first: id, flag, nearest id and distance), ``closest`` (the ``top`` generations: id,
+        flag and their ``k`` neighbours as {id, distance}), ``per_item`` (scored generation id -> nearest id,
+        distance, flag), ``distances`` (the nearest distances in the same order) and ``rejected`` (rows left
+        out: set, id, reason). Laid out for ``wavefoundry eval report``, which also reads a ``path`` in the
+        ``closest`` rows and their first neighbour, for players; the caller adds those.
 
     Raises:
         ValueError: duplicate or missing ids, a dimension mismatch, nothing left to search after the rejects,
@@ -378,17 +381,21 @@ def memorization_report(
 
     flagged = [{"id": gen_ids[i], "flag": flags[i], "nearest": train_ids[int(idx[i, 0])], "distance": nearest[i]}
                for i in order if flags[i]]  # fmt: skip
+    counts = {"exact": flags.count("exact"), "near": flags.count("near"), "none": flags.count(None)}
+    summary = {"n_generations": len(g_ok) + len(g_rej), "n_training": len(t_ok) + len(t_rej), "n_scored": len(g_ok),
+               "counts": counts, "threshold": thr["value"], "nearest_distance": _summary(dist[:, 0])}  # fmt: skip
+    per_item = {gen_ids[i]: {"nearest": train_ids[int(idx[i, 0])], "distance": nearest[i], "flag": flags[i]}
+                for i in range(len(gen_ids))}  # fmt: skip
     return {
-        "metric": metric,
+        "metric": "memorization",
+        "distance": metric,
         "k": k,
         "exact_rule": _EXACT_RULES[metric],
         "threshold": thr,
-        "n_generations": len(g_ok) + len(g_rej),
-        "n_training": len(t_ok) + len(t_rej),
-        "n_scored": len(g_ok),
-        "counts": {"exact": flags.count("exact"), "near": flags.count("near"), "none": flags.count(None)},
+        "summary": summary,
         "flagged": flagged,
         "closest": [entry(i) for i in order[:top]],
-        "generation_nn_distance": _summary(dist[:, 0]),
+        "per_item": per_item,
+        "distances": nearest,
         "rejected": g_rej + t_rej,
     }
