@@ -224,6 +224,20 @@ def test_quantize_flag_and_silence(clap):
     assert np.isfinite(silent).all() and abs(np.linalg.norm(silent) - 1) < 1e-12
 
 
+def test_file_window_like_stable_audio_metrics(clap):
+    librosa = pytest.importorskip("librosa")
+    rs = np.random.RandomState(5)
+    stereo = (rs.randn(2, 44100 * 3) * 0.1).astype(np.float32)  # 3 s at 44.1 kHz
+    win = clap.file_window(stereo, 44100)
+    assert win.shape == (1, 1, 48000 * 3) and win.dtype == np.float32
+    np.testing.assert_allclose(np.abs(win).max(), 10 ** (-1 / 20), rtol=1e-6)  # -1 dBFS peak
+    ref = librosa.resample(stereo.mean(axis=0), orig_sr=44100, target_sr=48000, res_type="soxr_hq")
+    np.testing.assert_allclose(win[0, 0], ref * (10 ** (-1 / 20) / np.abs(ref).max()), atol=1e-5)
+    assert not clap.file_window(np.zeros((1, 48000), np.float32), 48000).any()  # silence stays silent
+    with pytest.raises(ValueError, match="NaN"):
+        clap.file_window(np.full((1, 100), np.nan, np.float32), 48000)
+
+
 def test_text_embeddings_match_clap_model(clap):
     model = clap.model
     texts = ["a dog barks", "soft rain on the roof", "piano chord", ""]
@@ -477,6 +491,8 @@ def test_convert_rejects_bad_checkpoints(tmp_path):
     orig = original_state_dict(cfg)
     with pytest.raises(ValueError, match=r"unexpected LAION-CLAP keys.*audio_branch\.mel_conv1d"):
         map_laion_clap_state_dict({**orig, "audio_branch.mel_conv1d.0.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"1 unexpected.*blocks\.0\.attn\.q_bias"):
+        map_laion_clap_state_dict({**orig, "audio_branch.layers.0.blocks.0.attn.q_bias": torch.zeros(1)})
     sd = dict(orig)
     del sd["text_branch.pooler.dense.bias"]
     torch.save(sd, tmp_path / "missing.pt")

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wavefoundry.audio.dsp import peak_normalize
 from wavefoundry.audio.features import mel_filterbank, stft
-from wavefoundry.eval.embedders import EmbedderInfo, file_sha256
+from wavefoundry.eval.embedders import EmbedderInfo, file_sha256, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,17 @@ class LaionClap:
     def _param(self) -> Tensor:
         return next(self.model.parameters())
 
+    def file_window(self, audio: np.ndarray, sr: int, *, peak_dbfs: float | None = -1.0) -> np.ndarray:
+        """A whole file as one window (1, 1, T') the way stable-audio-metrics feeds LAION-CLAP.
+
+        Mono by channel mean, soxr HQ resampling to 48 kHz (librosa.load's default), peak normalisation to
+        ``peak_dbfs`` (pyloudnorm.normalize.peak(audio, -1.0); silence stays silent; None skips it). The int16 round
+        trip and the 10 s padding / cropping / fusion happen in :meth:`embed_audio`.
+        """
+        x = prepare(audio, sr, self.info)  # (1, T')
+        x = x if peak_dbfs is None else peak_normalize(x, 10.0 ** (peak_dbfs / 20.0))
+        return x[None]  # (1, 1, T')
+
     @staticmethod
     def _check(windows: np.ndarray) -> np.ndarray:
         windows = np.asarray(windows)
@@ -446,15 +458,13 @@ KEY_RENAMES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _map_block(match: re.Match[str], value: Tensor) -> dict[str, Tensor]:
+def _map_block(match: re.Match[str], value: Tensor) -> dict[str, Tensor] | None:
     i, j, name, suffix = match.group(1), match.group(2), match.group(3), match.group(4) or ""
     prefix = f"{_AUDIO}layers.{i}.blocks.{j}."
     if name == "attn.qkv":  # fused (3D, D) projection, rows ordered q, k, v (htsat.py WindowAttention.forward)
         q, k, v = value.chunk(3, dim=0)
         return {f"{prefix}attention.self.{n}{suffix}": t.clone() for n, t in zip(("query", "key", "value"), (q, k, v))}
-    if name not in _BLOCK_NAMES:
-        raise ValueError(f"unexpected HTSAT block key {match.group(0)!r}")
-    return {f"{prefix}{_BLOCK_NAMES[name]}{suffix}": value}
+    return {f"{prefix}{_BLOCK_NAMES[name]}{suffix}": value} if name in _BLOCK_NAMES else None
 
 
 def map_laion_clap_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -468,8 +478,10 @@ def map_laion_clap_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
         key = key.removeprefix("module.")  # DistributedDataParallel training checkpoints
         if any(re.fullmatch(p, key) for p, _ in DROPPED_KEYS):
             continue
-        if key.startswith("audio_branch.") and (m := _BLOCK.fullmatch(key)):
-            out.update(_map_block(m, value))
+        if (m := _BLOCK.fullmatch(key)) is not None:
+            block = _map_block(m, value)
+            out.update(block or {})
+            unknown += [] if block else [key]
             continue
         for pattern, template in KEY_RENAMES:
             if re.fullmatch(pattern, key):
