@@ -500,7 +500,8 @@ def map_laion_clap_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
 def _numpy_safe_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     # Training checkpoints keep numpy scalars (epoch, metrics) beside the state dict; these rebuild plain data only.
     scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    numeric = re.compile(r"(Bool|U?Int\d*|Float\d+|Complex\d+|C?LongDouble|U?(Byte|Short|Long|LongLong))DType")
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if numeric.fullmatch(n)]  # no object / str / void
     return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes]
 
 
