@@ -202,12 +202,22 @@ class TextToAudio:
     def frame_rate(self) -> float:
         return self.codec.sample_rate / self.codec.hop_length
 
+    @property
+    def max_seconds(self) -> float:
+        """Longest ``seconds_total`` :meth:`generate` accepts: the model's timing range, at most the hard cap."""
+        return min(MAX_GENERATE_SECONDS, self.model.cfg.conditioner.max_seconds)
+
+    @property
+    def max_prompt_chars(self) -> int:
+        """Longest prompt (characters) the conditioner accepts."""
+        return self.model.cfg.conditioner.max_prompt_chars
+
     def _check(self, prompts: Sequence[str], seconds_start: float, seconds_total: float, steps: int) -> None:
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty list of strings")
         if len(prompts) > MAX_PROMPTS:
             raise ValueError(f"at most {MAX_PROMPTS} prompts per call, got {len(prompts)}")
-        limit = min(MAX_GENERATE_SECONDS, self.model.cfg.conditioner.max_seconds)
+        limit = self.max_seconds
         if not (math.isfinite(seconds_total) and 0 < seconds_total <= limit):
             raise ValueError(f"seconds_total must be in (0, {limit:g}] s, got {seconds_total}")
         if not (math.isfinite(seconds_start) and 0 <= seconds_start < seconds_total):
@@ -241,6 +251,7 @@ class TextToAudio:
         cfg_scale: float = 7.0,
         sampler: str = "dpmpp-3m-sde",
         seed: int = 0,
+        seeds: Sequence[int] | None = None,
         negative_prompt: str | None = None,
         batch: int = 4,
         init_audio: tuple[np.ndarray, int] | None = None,
@@ -259,6 +270,9 @@ class TextToAudio:
             seconds_start: start of the returned audio and the ``seconds_start`` condition.
             steps, cfg_scale, sampler: sampling settings (``sampling`` overrides the rest of the grid).
             seed: noise seed; the same seed and batch give the same audio.
+            seeds: one seed per prompt instead of ``seed``: prompt i's noise (initial and SDE) is drawn from its
+                own generator, so its audio is that of ``generate([prompt_i], seed=seeds[i])`` (up to the
+                rounding of batched matmuls) whatever the batch and the other prompts.
             negative_prompt: the unconditional branch of CFG is this prompt instead of the null condition.
             batch: prompts denoised together (bounds memory).
             init_audio: (audio (C, T), sample rate) to start from (audio-to-audio).
@@ -272,6 +286,8 @@ class TextToAudio:
         self._check(prompts, seconds_start, seconds_total, steps)
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         base = sampling or SamplingConfig()
         cfg = dataclasses.replace(base, steps=steps, cfg_scale=cfg_scale, sampler=sampler)
         frames = math.ceil(seconds_total * self.frame_rate)
@@ -279,7 +295,8 @@ class TextToAudio:
         bar = tqdm(total=math.ceil(len(prompts) / batch) * steps, desc="generate", disable=not progress)
         for first in range(0, len(prompts), batch):
             chunk = prompts[first : first + batch]
-            latents = self._sample(chunk, seconds_start, seconds_total, frames, cfg, seed + first, negative_prompt,
+            chunk_seeds = list(seeds[first : first + batch]) if seeds is not None else seed + first
+            latents = self._sample(chunk, seconds_start, seconds_total, frames, cfg, chunk_seeds, negative_prompt,
                                    init_audio, init_noise_level, lambda info: bar.update(1))  # fmt: skip
             audio = self.codec.decode(self.model.denormalize(latents), chunk_seconds=30.0)  # (b, C, frames * hop)
             outputs.append(audio.float())
@@ -299,8 +316,13 @@ class TextToAudio:
         cond_kw, uncond_kw = cond.as_kwargs(), uncond.as_kwargs()
         if not self.cross_attention_mask:  # Stable Audio Open attends to padded text tokens too
             cond_kw["cross_mask"] = uncond_kw["cross_mask"] = None
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(n, self.model.cfg.dit.io_channels, frames, generator=g)  # (n, D, frames)
+        shape = (self.model.cfg.dit.io_channels, frames)
+        if isinstance(seed, int):
+            g = torch.Generator().manual_seed(seed)
+            noise = torch.randn(n, *shape, generator=g)  # (n, D, frames)
+        else:  # one generator per prompt: row i depends on seed[i] only
+            g = [torch.Generator().manual_seed(int(s)) for s in seed]
+            noise = torch.stack([torch.randn(shape, generator=gi) for gi in g])  # (n, D, frames)
         init = self._init_latents(init_audio, frames, n) if init_audio is not None else None
         return sample_latents(self.model.dit, noise, cond_kw, uncond_kw, cfg, init=init,
                               init_sigma=init_noise_level if init is not None else None, generator=g,

@@ -108,6 +108,20 @@ def test_sde_noise_follows_the_generator(name):
     assert torch.equal(a, SAMPLERS[name](gaussian_denoiser, x, sigmas))
 
 
+@pytest.mark.parametrize("name", SDE)
+def test_one_generator_per_row_gives_each_row_its_own_noise(name):
+    x, sigmas = start(3), get_sigmas("log-linear", 10, 0.3, SIGMA_MAX)
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    batched = SAMPLERS[name](gaussian_denoiser, x, sigmas, generator=gens([7, 8, 9]))
+    for b, seed in enumerate([7, 8, 9]):  # row b equals a batch of one with its own generator
+        alone = SAMPLERS[name](gaussian_denoiser, x[b : b + 1], sigmas, generator=gens([seed]))
+        torch.testing.assert_close(batched[b : b + 1], alone, rtol=1e-12, atol=1e-12)
+    swapped = SAMPLERS[name](gaussian_denoiser, x, sigmas, generator=gens([9, 8, 7]))
+    assert not torch.allclose(swapped[0], batched[0])
+    with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+        SAMPLERS[name](gaussian_denoiser, x, sigmas, generator=gens([1, 2]))
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_callback_once_per_step_and_dtype_kept(name):
     seen, calls = [], []

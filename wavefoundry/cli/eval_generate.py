@@ -28,8 +28,6 @@ from typing import Any
 
 from wavefoundry.cli import generate
 
-#: Options of ``wavefoundry generate`` that mean the same here, taken from its parser so they are defined once.
-SHARED_OPTIONS = ("t5", "steps", "cfg", "sampler", "seed", "negative", "no_progress")
 #: Settings that must match for a run to resume into an existing ``--out`` folder.
 RESUME_KEYS = ("model", "t5", "seconds", "steps", "cfg", "sampler", "seed", "negative", "seed_rule")
 SEED_RULE = "sha256('{seed}:{id}'), first 8 bytes big-endian, top bit cleared"
@@ -44,21 +42,11 @@ def register(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="text-to-audio model directory (ours, SAO or diffusers)")
     p.add_argument("--out", required=True, type=Path, help="folder for <id>.wav and generate.json")
     p.add_argument("--seconds", type=float, help="duration of every clip (default: the file's; AudioCaps 10 s)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="ids per step of the run (default 1); each id is denoised alone, by its own seed")  # fmt: skip
+    p.add_argument("--batch", type=int, default=4,
+                   help="clips of equal duration denoised together (default 4); each keeps its own seed")  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N valid prompts of the file")
-    _add_shared_options(p)
+    generate.add_sampling_arguments(p)
     p.set_defaults(func=run)
-
-
-def _add_shared_options(p: argparse.ArgumentParser) -> None:
-    """Copy the :data:`SHARED_OPTIONS` actions of ``wavefoundry generate``'s parser (help, defaults, types)."""
-    holder = argparse.ArgumentParser(add_help=False)
-    sub = holder.add_subparsers()
-    generate.register(sub)
-    for action in sub.choices["generate"]._actions:
-        if action.dest in SHARED_OPTIONS:
-            p._add_action(action)
 
 
 def id_seed(seed: int, item_id: str) -> int:
@@ -146,18 +134,31 @@ def _write_clip(path: Path, audio, sample_rate: int) -> None:
 
 
 def _generate_batch(pipe, batch: list[dict], args: argparse.Namespace, out: Path) -> None:
-    """Generate and write each item of ``batch``, setting its status. Each id is denoised in its own call with its
-    own seed: ``TextToAudio.generate`` draws one noise tensor per call, so a batched call would tie a clip to
-    the other ids of its batch."""
+    """Generate and write the items of ``batch`` (equal durations) in one call, setting their status.
+
+    Each id's noise comes from its own seed (``seeds=``), so a clip does not depend on its batch. If the batched
+    call fails, each id is retried alone, so one bad item never stops the others.
+    """
     from wavefoundry.diffusion.samplers import SamplingError
 
+    def run(items: list[dict]) -> None:
+        audio, sr = pipe.generate([it["caption"] for it in items], seconds_total=items[0]["seconds"],
+                                  steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
+                                  seeds=[it["seed"] for it in items], negative_prompt=args.negative,
+                                  batch=len(items))  # fmt: skip
+        for it, clip in zip(items, audio):
+            _write_clip(out / f"{it['id']}.wav", clip, sr)
+            it["status"] = "generated"
+
+    if len(batch) > 1:
+        try:
+            run(batch)
+            return
+        except (ValueError, SamplingError):
+            pass  # retried one by one below: the bad id fails with its reason, the others are still generated
     for item in batch:
         try:
-            audio, sr = pipe.generate([item["caption"]], seconds_total=item["seconds"], steps=args.steps,
-                                      cfg_scale=args.cfg, sampler=args.sampler, seed=item["seed"],
-                                      negative_prompt=args.negative, batch=1)  # fmt: skip
-            _write_clip(out / f"{item['id']}.wav", audio[0], sr)
-            item["status"] = "generated"
+            run([item])
         except (ValueError, SamplingError) as exc:  # one bad item never stops the run
             item.update(status="failed", reason=str(exc).strip().splitlines()[0])
 
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from wavefoundry.data.prompt_files import read_prompt_table
-    from wavefoundry.pipelines import MAX_GENERATE_SECONDS, TextToAudio
+    from wavefoundry.pipelines import TextToAudio
 
     _check_args(args)
     table = read_prompt_table(args.prompts)
@@ -189,11 +190,10 @@ def run(args: argparse.Namespace) -> int:
                 "seed_rule": SEED_RULE}  # fmt: skip
     previous = _previous(args.out, settings)
     pipe = TextToAudio.from_pretrained(args.model, **({"t5_path": args.t5} if args.t5 else {}))
-    conditioner = pipe.model.cfg.conditioner
-    max_seconds = min(MAX_GENERATE_SECONDS, conditioner.max_seconds)
+    max_seconds = pipe.max_seconds
     if args.seconds is not None and args.seconds > max_seconds:
         raise ValueError(f"--seconds {args.seconds:g} is longer than the model's maximum of {max_seconds:g} s")
-    items, rejects = _plan(table, args, max_seconds, conditioner.max_prompt_chars)
+    items, rejects = _plan(table, args, max_seconds, pipe.max_prompt_chars)
     for item in items:
         if _keep(item, previous, args.out):
             item["status"] = "skipped"
@@ -206,10 +206,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _save_record(args.out, record, items, started)  # the settings are on disk before the first clip
     todo = [it for it in items if it.get("status") != "skipped"]
+    by_seconds: dict[float, list[dict]] = {}
+    for it in todo:
+        by_seconds.setdefault(it["seconds"], []).append(it)
+    batches = [g[k : k + args.batch] for g in by_seconds.values() for k in range(0, len(g), args.batch)]
     bar = tqdm(total=len(todo), desc="eval generate", unit="clip", disable=args.no_progress)
     try:
-        for first in range(0, len(todo), args.batch):
-            batch = todo[first : first + args.batch]
+        for batch in batches:
             _generate_batch(pipe, batch, args, args.out)
             bar.update(len(batch))
     finally:

@@ -28,23 +28,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", nargs="*", help="one or more prompts")
     p.add_argument("--prompts", type=Path, help="a text file with one prompt per line")
     p.add_argument("--model", required=True, type=Path, help="text-to-audio model directory (ours, SAO or diffusers)")
-    p.add_argument("--t5", type=Path, default=None, help="local T5 directory for official Stable Audio checkpoints")
     p.add_argument("--out", required=True, type=Path, help="output .wav (one prompt) or folder")
     p.add_argument("--manifest", type=Path, help="generate the captions of a manifest's items into <id>.wav")
     p.add_argument("--split", default=None, help="with --manifest: only this split (e.g. valid)")
     p.add_argument("--limit", type=int, default=None, help="with --manifest: at most this many items")
     p.add_argument("--seconds", type=float, default=None, help="duration in seconds (default 4, or the item's)")
     p.add_argument("--seconds-start", type=float, default=0.0, help="seconds_start condition (default 0)")
+    p.add_argument("--batch", type=int, default=4, help="prompts generated together (default 4)")
+    p.add_argument("--init-audio", type=Path, default=None, help="audio to start from (audio-to-audio)")
+    p.add_argument("--init-noise", type=float, default=1.0, help="noise level (sigma) for --init-audio")
+    add_sampling_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The sampling options shared by ``wavefoundry generate`` and ``wavefoundry eval generate``."""
+    p.add_argument("--t5", type=Path, default=None, help="local T5 directory for official Stable Audio checkpoints")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--cfg", type=float, default=6.0, help="classifier-free guidance scale (default 6)")
     p.add_argument("--sampler", default="dpmpp-3m-sde", help="euler, heun, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--negative", default=None, help="negative prompt")
-    p.add_argument("--batch", type=int, default=4, help="prompts generated together (default 4)")
-    p.add_argument("--init-audio", type=Path, default=None, help="audio to start from (audio-to-audio)")
-    p.add_argument("--init-noise", type=float, default=1.0, help="noise level (sigma) for --init-audio")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
 
 
 def read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str] | None, list[float] | None]:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from wavefoundry.diffusion.denoisers import VDenoiser
 from wavefoundry.diffusion.guidance import CFG
-from wavefoundry.diffusion.samplers import get_sampler
+from wavefoundry.diffusion.samplers import Generators, get_sampler
 from wavefoundry.diffusion.schedules import get_sigmas
 
 
@@ -50,7 +50,7 @@ def sample_latents(
     *,
     init: Tensor | None = None,
     init_sigma: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Draw latents x0 from a v-prediction model.

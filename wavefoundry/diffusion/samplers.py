@@ -11,21 +11,26 @@ in :class:`~wavefoundry.diffusion.guidance.CFG`). Shared signature::
 Python floats from the grid; ``x`` keeps its dtype. The DPM-Solver++ samplers (Lu et al. 2022, "DPM-Solver++: Fast
 solver for guided sampling of diffusion probabilistic models") step in lambda = -log sigma with h = lambda_next -
 lambda = log(sigma / sigma_next); the final step to sigma = 0 returns the denoised estimate. SDE noise is fresh
-Gaussian noise per step, drawn with ``generator``.
+Gaussian noise per step, drawn with ``generator`` (or one generator per batch row: see :data:`Generators`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+#: RNG of the SDE noise: one generator for the batch, one per batch row (row b's noise then depends on its own
+#: seed only, as in a batch of one), or None (torch's global RNG).
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
 __all__ = [
     "SAMPLERS",
     "Denoiser",
+    "Generators",
     "SamplingError",
     "get_sampler",
     "sample_dpmpp_2m",
@@ -73,11 +78,21 @@ class _Run:
             self.callback({"i": i, "n": self.n, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "denoised": denoised})
 
     def noise(self, x: Tensor) -> Tensor:
-        """N(0, I) like x, drawn on the generator's device (so a CPU seed gives the same noise on any device)."""
+        """N(0, I) like x, drawn on the generator's device (so a CPU seed gives the same noise on any device).
+
+        A sequence of generators draws row b of the batch from generator b, so each row's noise depends on its
+        own seed only (the same as a batch of one with that generator).
+        """
         if self.generator is None:
             return torch.randn_like(x)
-        where = self.generator.device
-        eps = torch.randn(x.shape, generator=self.generator, device=where, dtype=self.sigma_dtype)
+        if isinstance(self.generator, torch.Generator):
+            where = self.generator.device
+            eps = torch.randn(x.shape, generator=self.generator, device=where, dtype=self.sigma_dtype)
+        else:
+            if len(self.generator) != x.shape[0]:
+                raise ValueError(f"{len(self.generator)} generators for a batch of {x.shape[0]}")
+            eps = torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device, dtype=self.sigma_dtype)
+                               for g in self.generator])  # fmt: skip
         return eps.to(device=x.device, dtype=x.dtype)
 
 
@@ -88,7 +103,7 @@ def sample_euler(
     *,
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """Euler on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, alg. 1).
 
@@ -125,7 +140,7 @@ def sample_heun(
     *,
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, alg. 1, without churn).
 
@@ -154,7 +169,7 @@ def sample_dpmpp_2m(
     *,
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, alg. 2): second-order multistep, one denoiser call per step.
 
@@ -185,7 +200,7 @@ def sample_dpmpp_2m_sde(
     *,
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     eta: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(2M) SDE, midpoint form (Lu et al. 2022, sec. 5 / k-diffusion ``sample_dpmpp_2m_sde``).
@@ -230,7 +245,7 @@ def sample_dpmpp_3m_sde(
     *,
     extra_args: dict[str, Any] | None = None,
     callback: Callback | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     eta: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(3M) SDE (k-diffusion ``sample_dpmpp_3m_sde``): third-order multistep with noise.

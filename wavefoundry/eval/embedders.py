@@ -109,10 +109,7 @@ def prepare(audio: np.ndarray, sr: int, info: EmbedderInfo) -> np.ndarray:
     audio = check_audio(audio)
     if not np.isfinite(audio).all():
         raise ValueError("audio contains NaN or infinite samples")
-    if info.channel_mode == "mono":
-        audio = to_mono(audio)
-    else:
-        audio = to_stereo(audio)
+    audio = to_mono(audio) if info.channel_mode == "mono" else to_stereo(audio)
     audio = resample(audio, sr, info.sample_rate) if sr != info.sample_rate else audio
     return np.ascontiguousarray(audio, dtype=np.float32)
 
@@ -126,7 +123,7 @@ def split_windows(audio: np.ndarray, window: int, hop: int, *, pad_last: bool = 
     if window < 1 or hop < 1:
         raise ValueError(f"window and hop must be >= 1 samples, got {window}, {hop}")
     C, T = audio.shape
-    if T <= window:
+    if window >= T:
         n = 1
     else:
         n = 1 + (T - window) // hop
