@@ -114,11 +114,13 @@ def _histograms(results: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list
     parts = []
     for label, result in results.items():
         if result["metric"] == "memorization" and result.get("distances"):
-            marks = {"copy threshold": result["threshold"]} if result.get("threshold") is not None else None
+            threshold = result.get("threshold")
+            threshold = threshold.get("value") if isinstance(threshold, Mapping) else threshold
+            marks = {"copy threshold": threshold} if threshold is not None else None
             xlabel, values = "distance to the nearest training clip", result["distances"]
         elif result["metric"] in ("clap", "kl") and result.get("per_item"):
             key = "cosine" if result["metric"] == "clap" else "kl"
-            values = [v.get(key) for v in result["per_item"].values() if isinstance(v, Mapping)]
+            values = [v.get(key) if isinstance(v, Mapping) else v for v in result["per_item"].values()]
             marks, xlabel = None, f"per-item {key}"
         else:
             continue
