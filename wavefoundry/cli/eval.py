@@ -18,6 +18,10 @@ import argparse
 import json
 from pathlib import Path
 
+EVAL_DOC = """Evaluation metrics as JSON (docs/evaluation.md): generate (benchmark prompt files), fd, kl, clap,
+adherence, memorization, recon, and report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
+shows each one's usage."""
+
 ADHERENCE_DOC = """``wavefoundry eval adherence``: does generated audio have the pitch, pan, duration, tempo and class
 that its SynthCaps prompt asked for? (docs/adherence.md)
 
@@ -33,7 +37,7 @@ tagger (``wavefoundry demo`` trains one) and adds class_ok.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluation metrics", description=__doc__,
+    ev = sub.add_parser("eval", help="evaluation metrics", description=EVAL_DOC,
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     cmds = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
     p = cmds.add_parser("recon", help="reconstruction metrics of a codec or of paired files", description=__doc__,
