@@ -31,7 +31,11 @@ STATS_SUFFIX = ".safetensors"
 
 
 def _common(p: argparse.ArgumentParser, *, reference: bool = True) -> None:
-    p.add_argument("--split", help="only manifest items of this split (applies to manifest sets)")
+    if reference:
+        p.add_argument("--split", help="reference (training) manifest: only items of this split, e.g. valid")
+        p.add_argument("--generated-split", help="generated set given as a manifest: only items of this split")
+    else:
+        p.add_argument("--split", help="manifest: only items of this split (e.g. valid)")
     p.add_argument("--limit", type=int, help="use at most this many files per set")
     p.add_argument("--weights", type=Path, help="embedder weights (a file or folder; default: the SynthCaps model)")
     if reference:
@@ -111,14 +115,14 @@ def _is_stats(path: Path) -> bool:
     return path.is_file() and path.name.endswith(STATS_SUFFIX)
 
 
-def _set_stats(path: Path, embedder, args, reports: dict, frames: list | None):
+def _set_stats(path: Path, split: str | None, embedder, args, reports: dict, frames: list | None):
     """Statistics of a set: loaded from a stats file, or accumulated from the embedder's frames of each file."""
     from wavefoundry.cli.eval_sets import SetReport, audio_set, embed_each, require_used
     from wavefoundry.eval.frechet import EmbeddingStats, RunningStats
 
     if _is_stats(path):
         return EmbeddingStats.load(path)
-    files = audio_set(path, split=args.split, limit=args.limit)
+    files = audio_set(path, split=split, limit=args.limit)
     report = reports.setdefault(str(path), SetReport())
     running = RunningStats(embedder.dim)
     for _, emb in embed_each(files, embedder.embed, report, desc=f"fd {path.name}", progress=not args.no_progress):
@@ -144,7 +148,9 @@ def run_fd(args: argparse.Namespace) -> int:
         if needs_embedder else None  # fmt: skip
     reports: dict = {}
     frames: list | None = [] if args.fad_inf else None
-    stats = [_set_stats(p, embedder, args, reports, frames if i == 0 else None) for i, p in enumerate(paths)]
+    splits = [args.generated_split, args.split] if len(paths) == 2 else [args.split]
+    stats = [_set_stats(p, split, embedder, args, reports, frames if i == 0 else None)
+             for i, (p, split) in enumerate(zip(paths, splits))]  # fmt: skip
     problems = check_formats(reports, allow_mismatch=args.allow_mismatch)
     if args.save_stats is not None:
         stats[-1].save(args.save_stats)
@@ -186,7 +192,7 @@ def run_kl(args: argparse.Namespace) -> int:
     classifier = build(CLASSIFIERS, args.classifier, args.weights, labels_csv=args.labels_csv)
     if abs(classifier.info.window_s - policy.window_s) > 1e-9:  # e.g. the 4 s SynthCaps tagger
         policy = policy.with_window(classifier.info.window_s)
-    sets = {"generated": audio_set(args.generated, split=args.split, limit=args.limit),
+    sets = {"generated": audio_set(args.generated, split=args.generated_split, limit=args.limit),
             "reference": audio_set(args.reference, split=args.split, limit=args.limit)}  # fmt: skip
     reports = {name: SetReport() for name in sets}
     probs, reasons = {}, {}
@@ -261,7 +267,7 @@ def run_memorization(args: argparse.Namespace) -> int:
     from wavefoundry.eval.memorization import memorization_report
 
     embedder = build(FRAME_EMBEDDERS, args.embedder, args.weights)
-    sets = {"generated": audio_set(args.generated, split=None, limit=args.limit),
+    sets = {"generated": audio_set(args.generated, split=args.generated_split, limit=args.limit),
             "training": audio_set(args.training, split=args.split, limit=None)}  # fmt: skip
     reports = {name: SetReport() for name in sets}
     emb = {}
