@@ -9,12 +9,13 @@ import torch
 from wavefoundry.config import ConfigError, apply_overrides
 from wavefoundry.data.manifest import read_manifest
 from wavefoundry.data.synth import SynthConfig, generate_synthcaps
-from wavefoundry.presets import clap_synthcaps, get_preset
+from wavefoundry.presets import clap_synthcaps, get_preset, tagger_tiny
 from wavefoundry.train.contrastive import (
     ContrastiveTask,
     export_embedder,
     heldout_set,
     load_contrastive,
+    load_tagger,
     tokenizer_path,
 )
 from wavefoundry.train.engine import train
@@ -115,6 +116,8 @@ def test_trains_exports_and_reloads(manifest, tmp_path):
     out = export_embedder(tmp_path / "run", tmp_path / "exported")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
     exported, tokenizer = load_contrastive(out)
+    with pytest.raises(ValueError, match="not a tagger"):
+        load_tagger(out)
     audio = torch.randn(2, 1, 16000)
     ids, mask = tokenizer.encode(["a soft piano note", "rain on a window"])
     with torch.no_grad():
@@ -128,6 +131,24 @@ def test_trains_exports_and_reloads(manifest, tmp_path):
     n_valid = sum(item.split == "valid" for item in read_manifest(manifest))
     assert held.clips.shape == (n_valid, 1, 16000) and len(held.texts) == len(held.labels) == len(held.ids) == n_valid
     assert held.texts[0] == read_manifest(manifest)[int(held.ids[0].rsplit("-", 1)[1])].prompt
+
+
+def test_tagger_export_reproduces_the_run(manifest, tmp_path):
+    cfg = apply_overrides(
+        tagger_tiny(),
+        [f"data.manifest={manifest}", "data.clip.seconds=1.0", "train.steps=2", "train.batch_size=4",
+         "train.progress=false", "train.tensorboard=false", "model.width=4", "model.depth=2"],
+    )  # fmt: skip
+    train(build_task(cfg), tmp_path / "run")
+    _, model = load_model(tmp_path / "run")
+    out = export_embedder(tmp_path / "run", tmp_path / "tagger")
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors"}
+    exported = load_tagger(out)
+    audio = torch.randn(2, 1, 16000)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(audio), model(audio))
+    with pytest.raises(ValueError, match="not a contrastive"):
+        load_contrastive(out)
 
 
 def test_export_and_heldout_errors(manifest, tmp_path):
