@@ -20,15 +20,15 @@ def test_info_validates():
     assert info().to_dict()["sample_rate"] == 16000
 
 
-@pytest.mark.parametrize(("T", "window", "hop", "pad_last", "n"), [
+@pytest.mark.parametrize(("length", "window", "hop", "pad_last", "n"), [
     (10, 4, 2, True, 4),   # starts 0 2 4 6: 6 + 4 = 10 covers every sample
     (11, 4, 2, True, 5),   # the sample at 10 needs a padded fifth window
     (11, 4, 2, False, 4),
     (3, 4, 2, True, 1),    # shorter than a window: one padded window
     (8, 4, 4, True, 2),
 ])  # fmt: skip
-def test_split_windows_counts_and_content(T, window, hop, pad_last, n):
-    audio = np.arange(1, 2 * T + 1, dtype=np.float32).reshape(2, T)
+def test_split_windows_counts_and_content(length, window, hop, pad_last, n):
+    audio = np.arange(1, 2 * length + 1, dtype=np.float32).reshape(2, length)
     w = split_windows(audio, window, hop, pad_last=pad_last)
     assert w.shape == (n, 2, window)
     for i in range(n):
