@@ -1,8 +1,8 @@
 """LAION-CLAP adapter: the torch front end against transformers' ClapFeatureExtractor, embeddings against ClapModel's
-own get_audio_features / get_text_features, and the original-checkpoint key map, all with tiny random models."""
+own get_audio_features / get_text_features, all with tiny random models (the checkpoint converter is tested in
+tests/formats/test_formats_laion_clap.py)."""
 
-import pickle
-import types
+import json
 
 import numpy as np
 import pytest
@@ -13,50 +13,21 @@ from wavefoundry.eval.laion_clap import (
     ClapFrontend,
     ClapFrontendConfig,
     LaionClap,
-    convert_laion_clap_checkpoint,
-    laion_clap_config,
     load_laion_clap,
-    load_laion_clap_state_dict,
-    map_laion_clap_state_dict,
     quantize_int16,
+    truncation_of,
 )
 
 transformers = pytest.importorskip("transformers")
+from tests.laion_clap_fixtures import (  # noqa: E402  (needs transformers)
+    WORDS,
+    make_t5_like_tokenizer,
+    make_tokenizer,
+    randomise_norms,
+    tiny_config,
+)
+
 SR, N_MAX = 48000, 480000
-WORDS = ["a", "dog", "barks", "loud", "soft", "rain", "on", "the", "roof", "piano", "chord", "drum", "beat", "bpm"]
-
-
-def make_tokenizer(directory):
-    """A RoBERTa-like WordLevel tokenizer (<s> 0, <pad> 1, </s> 2), saved offline."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    fast.save_pretrained(directory)
-    return fast
-
-
-def tiny_config(fusion, width=16):
-    text = dict(vocab_size=len(WORDS) + 4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
-    text.update(intermediate_size=64, max_position_embeddings=80, layer_norm_eps=1e-5)
-    audio = dict(patch_embeds_hidden_size=width, depths=[2, 2], num_attention_heads=[2, 4], hidden_size=2 * width)
-    audio.update(enable_fusion=fusion, fusion_type="aff_2d" if fusion else None)
-    return transformers.ClapConfig(text_config=text, audio_config=audio, projection_dim=16)
-
-
-def randomise_norms(model, seed):
-    # Fresh BatchNorms are identities (mean 0, var 1): give them real statistics so the test would see them.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 10)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 20 + 1)
 
 
 def save_tiny(directory, fusion):
@@ -166,6 +137,19 @@ def test_frontend_config_rejects_bad_values():
         ClapFrontendConfig(f_max=30000.0)
     with pytest.raises(ValueError, match=r"\(N, T\)"):
         ClapFrontend(ClapFrontendConfig())(np.zeros(10))
+
+
+def test_feature_extractor_kwargs_round_trip(tmp_path):
+    c = ClapFrontendConfig(f_min=30.0, f_max=12000.0, hop_length=320, padding="pad", top_db=80.0, truncation="fusion")
+    fe = transformers.ClapFeatureExtractor(**c.feature_extractor_kwargs())
+    assert (fe.frequency_min, fe.hop_length, fe.padding, fe.top_db, fe.truncation) == (30.0, 320, "pad", 80.0, "fusion")
+    assert ClapFrontendConfig.from_feature_extractor(fe, truncation="fusion") == c
+    fe.save_pretrained(tmp_path)  # through preprocessor_config.json: JSON numbers come back as the field types
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    back = ClapFrontendConfig.from_feature_extractor(saved, truncation="fusion")
+    assert back == c and isinstance(back.f_min, float) and isinstance(back.n_mels, int)
+    assert ClapFrontendConfig.from_feature_extractor({}, truncation="rand_trunc") == ClapFrontendConfig()
+    assert truncation_of(tiny_config(True)) == "fusion" and truncation_of(tiny_config(False)) == "rand_trunc"
 
 
 def test_quantize_int16_round_trip():
@@ -308,17 +292,6 @@ def test_load_errors(tmp_path, tiny_dirs):
         load_laion_clap(weights_only, tokenizer_path=make_t5_like_tokenizer(tmp_path / "t5tok"))
 
 
-def make_t5_like_tokenizer(directory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1, "dog": 2}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(
-        directory
-    )
-    return directory
-
-
 def test_pytorch_bin_directory(clap, tiny_dirs, tmp_path):
     # A directory with pytorch_model.bin only goes through transformers' own (weights_only) .bin loader.
     for f in tiny_dirs[False].iterdir():
@@ -329,213 +302,3 @@ def test_pytorch_bin_directory(clap, tiny_dirs, tmp_path):
     assert from_bin.info.weights_sha256 == file_sha256(tmp_path / "pytorch_model.bin")
     texts = ["a dog barks", "piano chord"]
     np.testing.assert_allclose(from_bin.embed_text(texts), clap.embed_text(texts), atol=1e-12)
-
-
-# --- original checkpoints ---------------------------------------------------------------------------------------
-
-
-def relative_position_index(ws):
-    # Swin's pairwise (dh, dw) offsets in a ws x ws window, flattened (htsat.py WindowAttention).
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)  # (2, ws*ws)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)  # (ws*ws, ws*ws, 2)
-    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
-
-
-def original_state_dict(cfg, seed=0):
-    """Random tensors under laion_clap's own names (model.py CLAP, htsat.py, RobertaModel) for ``cfg``."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-
-    def add(name, *shape):
-        sd[name] = torch.randn(*shape, generator=g)
-
-    def bn(name, n):
-        add(f"{name}.weight", n), add(f"{name}.bias", n), add(f"{name}.running_mean", n)
-        sd[f"{name}.running_var"] = torch.rand(n, generator=g) + 0.5
-        sd[f"{name}.num_batches_tracked"] = torch.tensor(100)
-
-    a, t, P = cfg.audio_config, cfg.text_config, cfg.projection_dim
-    E, ab = a.patch_embeds_hidden_size, "audio_branch"
-    add(f"{ab}.spectrogram_extractor.stft.conv_real.weight", 513, 1, 1024)
-    add(f"{ab}.spectrogram_extractor.stft.conv_imag.weight", 513, 1, 1024)
-    add(f"{ab}.logmel_extractor.melW", 513, 64)
-    bn(f"{ab}.bn0", 64)
-    add(f"{ab}.patch_embed.proj.weight", E, 1, 4, 4), add(f"{ab}.patch_embed.proj.bias", E)
-    add(f"{ab}.patch_embed.norm.weight", E), add(f"{ab}.patch_embed.norm.bias", E)
-    if a.enable_fusion:
-        add(f"{ab}.patch_embed.mel_conv2d.weight", E, 1, 4, 12), add(f"{ab}.patch_embed.mel_conv2d.bias", E)
-        for att, (c1, b1, c2, b2) in {"local_att": (0, 1, 3, 4), "global_att": (1, 2, 4, 5)}.items():
-            p = f"{ab}.patch_embed.fusion_model.{att}"
-            add(f"{p}.{c1}.weight", E // 4, E, 1, 1), add(f"{p}.{c1}.bias", E // 4), bn(f"{p}.{b1}", E // 4)
-            add(f"{p}.{c2}.weight", E, E // 4, 1, 1), add(f"{p}.{c2}.bias", E), bn(f"{p}.{b2}", E)
-    for i, depth in enumerate(a.depths):
-        d, res = E * 2**i, 64 // 2**i
-        ws = min(a.window_size, res)
-        for j in range(depth):
-            p = f"{ab}.layers.{i}.blocks.{j}"
-            add(f"{p}.norm1.weight", d), add(f"{p}.norm1.bias", d)
-            add(f"{p}.attn.relative_position_bias_table", (2 * ws - 1) ** 2, a.num_attention_heads[i])
-            sd[f"{p}.attn.relative_position_index"] = relative_position_index(ws)
-            add(f"{p}.attn.qkv.weight", 3 * d, d), add(f"{p}.attn.qkv.bias", 3 * d)
-            add(f"{p}.attn.proj.weight", d, d), add(f"{p}.attn.proj.bias", d)
-            add(f"{p}.norm2.weight", d), add(f"{p}.norm2.bias", d)
-            add(f"{p}.mlp.fc1.weight", 4 * d, d), add(f"{p}.mlp.fc1.bias", 4 * d)
-            add(f"{p}.mlp.fc2.weight", d, 4 * d), add(f"{p}.mlp.fc2.bias", d)
-            if j % 2 and res > ws:
-                add(f"{p}.attn_mask", (res // ws) ** 2, ws * ws, ws * ws)
-        if i < len(a.depths) - 1:
-            add(f"{ab}.layers.{i}.downsample.reduction.weight", 2 * d, 4 * d)
-            add(f"{ab}.layers.{i}.downsample.norm.weight", 4 * d), add(f"{ab}.layers.{i}.downsample.norm.bias", 4 * d)
-    add(f"{ab}.norm.weight", a.hidden_size), add(f"{ab}.norm.bias", a.hidden_size)
-    add(f"{ab}.tscam_conv.weight", 527, a.hidden_size, 2, 3), add(f"{ab}.tscam_conv.bias", 527)
-    add(f"{ab}.head.weight", 527, 527), add(f"{ab}.head.bias", 527)
-    H, tb = t.hidden_size, "text_branch"
-    add(f"{tb}.embeddings.word_embeddings.weight", t.vocab_size, H)
-    add(f"{tb}.embeddings.position_embeddings.weight", t.max_position_embeddings, H)
-    add(f"{tb}.embeddings.token_type_embeddings.weight", 1, H)
-    add(f"{tb}.embeddings.LayerNorm.weight", H), add(f"{tb}.embeddings.LayerNorm.bias", H)
-    sd[f"{tb}.embeddings.position_ids"] = torch.arange(t.max_position_embeddings)[None]
-    for n in range(t.num_hidden_layers):
-        p = f"{tb}.encoder.layer.{n}"
-        for name, shape in [("attention.self.query", (H, H)), ("attention.self.key", (H, H))]:
-            add(f"{p}.{name}.weight", *shape), add(f"{p}.{name}.bias", shape[0])
-        for name, shape in [("attention.self.value", (H, H)), ("attention.output.dense", (H, H))]:
-            add(f"{p}.{name}.weight", *shape), add(f"{p}.{name}.bias", shape[0])
-        for name, shape in [
-            ("intermediate.dense", (t.intermediate_size, H)),
-            ("output.dense", (H, t.intermediate_size)),
-        ]:
-            add(f"{p}.{name}.weight", *shape), add(f"{p}.{name}.bias", shape[0])
-        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
-            add(f"{p}.{name}.weight", H), add(f"{p}.{name}.bias", H)
-    add(f"{tb}.pooler.dense.weight", H, H), add(f"{tb}.pooler.dense.bias", H)
-    for branch, width in (("text", H), ("audio", a.hidden_size)):
-        add(f"{branch}_projection.0.weight", P, width), add(f"{branch}_projection.0.bias", P)
-        add(f"{branch}_projection.2.weight", P, P), add(f"{branch}_projection.2.bias", P)
-        for k in (0, 3):  # MLPLayers: Linear, ReLU, Dropout, Linear
-            add(f"{branch}_transform.sequential.{k}.weight", P, P), add(f"{branch}_transform.sequential.{k}.bias", P)
-    sd["logit_scale_a"], sd["logit_scale_t"] = torch.tensor(2.5), torch.tensor(3.5)
-    return sd
-
-
-class LegacyNumpyPickler(pickle._Pickler):
-    """Writes numpy scalars under numpy 1.x's module path, as the 2022-23 LAION checkpoints were written."""
-
-    def save_global(self, obj, name=None):
-        if obj is np._core.multiarray.scalar:
-            self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
-            self.memoize(obj)
-            return
-        super().save_global(obj, name)
-
-
-def save_training_checkpoint(path, state_dict):
-    ckpt = {
-        "epoch": np.int64(15),
-        "name": "laion-clap",
-        "state_dict": {f"module.{k}": v for k, v in state_dict.items()},
-    }
-    legacy = types.ModuleType("legacy_pickle")
-    legacy.Pickler = LegacyNumpyPickler
-    torch.save(ckpt, path, pickle_module=legacy, pickle_protocol=2)
-    assert b"numpy.core.multiarray" in path.read_bytes()
-    return path
-
-
-@pytest.mark.parametrize("fusion", [False, True])
-def test_convert_original_checkpoint(tmp_path, tiny_dirs, fusion):
-    cfg = tiny_config(fusion)
-    orig = original_state_dict(cfg)
-    pt = save_training_checkpoint(tmp_path / "ckpt.pt", orig)
-    out = convert_laion_clap_checkpoint(pt, tmp_path / "hf", config=cfg, tokenizer=tiny_dirs[fusion])
-    clap = load_laion_clap(out)
-    hf = clap.model.state_dict()
-    a = "audio_model.audio_encoder"
-    q, k, v = orig["audio_branch.layers.1.blocks.1.attn.qkv.weight"].chunk(3)
-    for name, ref in [("query", q), ("key", k), ("value", v)]:
-        torch.testing.assert_close(hf[f"{a}.layers.1.blocks.1.attention.self.{name}.weight"], ref, rtol=0, atol=0)
-    expected = {
-        f"{a}.layers.0.blocks.1.attention.output.dense.bias": "audio_branch.layers.0.blocks.1.attn.proj.bias",
-        f"{a}.layers.0.blocks.0.layernorm_after.weight": "audio_branch.layers.0.blocks.0.norm2.weight",
-        f"{a}.layers.1.blocks.0.intermediate.dense.weight": "audio_branch.layers.1.blocks.0.mlp.fc1.weight",
-        f"{a}.layers.0.downsample.reduction.weight": "audio_branch.layers.0.downsample.reduction.weight",
-        f"{a}.batch_norm.running_var": "audio_branch.bn0.running_var",
-        f"{a}.norm.bias": "audio_branch.norm.bias",
-        "audio_projection.linear2.weight": "audio_projection.2.weight",
-        "text_projection.linear1.bias": "text_projection.0.bias",
-        "text_model.encoder.layer.1.attention.output.LayerNorm.weight": (
-            "text_branch.encoder.layer.1.attention.output.LayerNorm.weight"
-        ),
-        "text_model.pooler.dense.weight": "text_branch.pooler.dense.weight",
-        "logit_scale_t": "logit_scale_t",
-    }
-    if fusion:
-        expected[f"{a}.patch_embed.fusion_model.global_att.5.running_mean"] = (
-            "audio_branch.patch_embed.fusion_model.global_att.5.running_mean"
-        )
-        expected[f"{a}.patch_embed.mel_conv2d.weight"] = "audio_branch.patch_embed.mel_conv2d.weight"
-    for new, old in expected.items():
-        torch.testing.assert_close(hf[new], orig[old], rtol=0, atol=0)
-    fresh = transformers.ClapModel(cfg).state_dict()
-    index_keys = [key for key in fresh if key.endswith("relative_position_index")]
-    assert len(index_keys) == sum(cfg.audio_config.depths)
-    for key in index_keys:  # the original Swin index (from the checkpoint) equals transformers' own
-        torch.testing.assert_close(hf[key], fresh[key], rtol=0, atol=0)
-    assert clap.info.name == f"laion-clap-{'fusion' if fusion else 'rand_trunc'}-int16"
-    emb = clap.embed_audio(noise(1, N_MAX))
-    assert emb.shape == (1, 16) and np.isfinite(emb).all()
-
-
-def test_convert_rejects_bad_checkpoints(tmp_path):
-    cfg = tiny_config(False)
-    orig = original_state_dict(cfg)
-    with pytest.raises(ValueError, match=r"unexpected LAION-CLAP keys.*audio_branch\.mel_conv1d"):
-        map_laion_clap_state_dict({**orig, "audio_branch.mel_conv1d.0.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match=r"1 unexpected.*blocks\.0\.attn\.q_bias"):
-        map_laion_clap_state_dict({**orig, "audio_branch.layers.0.blocks.0.attn.q_bias": torch.zeros(1)})
-    sd = dict(orig)
-    del sd["text_branch.pooler.dense.bias"]
-    torch.save(sd, tmp_path / "missing.pt")
-    with pytest.raises(ValueError, match=r"missing \['text_model.pooler.dense.bias'\]"):
-        convert_laion_clap_checkpoint(tmp_path / "missing.pt", tmp_path / "out", config=cfg)
-    torch.save(orig, tmp_path / "ok.pt")
-    with pytest.raises(ValueError, match="shapes do not fit the config"):
-        convert_laion_clap_checkpoint(tmp_path / "ok.pt", tmp_path / "out", config=tiny_config(False, width=32))
-    with pytest.raises(ValueError, match="unknown LAION-CLAP preset"):
-        laion_clap_config("HTSAT-huge")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        load_laion_clap_state_dict(tmp_path / "none.pt")
-
-
-class Opaque:
-    pass
-
-
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_untrusted_pickle_is_refused(tmp_path):
-    torch.save({"state_dict": {"logit_scale_a": torch.tensor(1.0)}, "args": Opaque()}, tmp_path / "evil.pt")
-    with pytest.raises(
-        ValueError, match=r"weights_only=True\): .*Opaque was not an allowed global.*Extract its state dict once"
-    ):
-        load_laion_clap_state_dict(tmp_path / "evil.pt")
-    torch.save({"state_dict": {"a": torch.zeros(1)}}, tmp_path / "p4.pt", pickle_protocol=4)
-    with pytest.raises(ValueError, match="pickle protocol 4"):
-        load_laion_clap_state_dict(tmp_path / "p4.pt")
-    torch.save([torch.zeros(1)], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match="no state dict of tensors"):
-        load_laion_clap_state_dict(tmp_path / "list.pt")
-
-
-def test_safetensors_state_dict_and_presets(tmp_path):
-    from safetensors.torch import save_file
-
-    orig = original_state_dict(tiny_config(False))
-    save_file({k: v.contiguous() for k, v in orig.items()}, tmp_path / "sd.safetensors")
-    loaded = load_laion_clap_state_dict(tmp_path / "sd.safetensors")
-    assert set(loaded) == set(orig) and torch.equal(loaded["logit_scale_a"], orig["logit_scale_a"])
-    base = laion_clap_config("HTSAT-base")
-    assert (base.audio_config.patch_embeds_hidden_size, base.audio_config.hidden_size) == (128, 1024)
-    assert list(base.audio_config.depths) == [2, 2, 12, 2] and not base.audio_config.enable_fusion
-    fused = laion_clap_config("HTSAT-tiny-fusion")
-    assert fused.audio_config.enable_fusion and fused.audio_config.hidden_size == 768
-    assert (fused.text_config.vocab_size, fused.text_config.layer_norm_eps, fused.projection_dim) == (50265, 1e-5, 512)

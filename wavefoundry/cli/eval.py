@@ -64,10 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the JSON report here (the table is always printed)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_adherence)
-    from wavefoundry.cli import eval_generate, eval_metrics
+    from wavefoundry.cli import eval_convert, eval_generate, eval_metrics
 
     eval_generate.register(cmds)
     eval_metrics.register(cmds)
+    eval_convert.register(cmds)
 
 
 def reference_files(path: Path, split: str | None) -> list[tuple[str, Path]]:

@@ -3,11 +3,11 @@
 
 The network is transformers' ``ClapModel`` (HTSAT audio tower + RoBERTa text tower), imported lazily and loaded
 from a local Hugging Face directory (``load_laion_clap``); original LAION-AI/CLAP ``.pt`` checkpoints are converted
-into that layout by an explicit key map (``convert_laion_clap_checkpoint``). The audio front end (48 kHz mono,
-STFT, mel, dB, 10 s padding / truncation / fusion) is implemented here in torch (:class:`ClapFrontend`) and matches
-``ClapFeatureExtractor``. Conventions are those of ``laion_clap.CLAP_Module``: int16 round trip of the waveform,
-"fusion" truncation for fusion checkpoints and "rand_trunc" otherwise, "repeatpad" padding, text padded and truncated
-to 77 RoBERTa tokens. See docs/laion_clap.md.
+into that layout by ``wavefoundry/formats/laion_clap.py`` (``wavefoundry eval convert-clap``). The audio front end
+(48 kHz mono, STFT, mel, dB, 10 s padding / truncation / fusion) is implemented here in torch (:class:`ClapFrontend`)
+and matches ``ClapFeatureExtractor``. Conventions are those of ``laion_clap.CLAP_Module``: int16 round trip of the
+waveform, "fusion" truncation for fusion checkpoints and "rand_trunc" otherwise, "repeatpad" padding, text padded
+and truncated to 77 RoBERTa tokens. See docs/laion_clap.md.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,18 @@ MAX_TEXT_TOKENS = 77
 #: scale and area norm) and fusion mels with torchaudio.MelSpectrogram (HTK scale, no norm).
 MEL_STYLES = {"rand_trunc": ("slaney", "slaney"), "fusion": ("htk", None)}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # fast tokenizer, or RoBERTa's BPE vocab (+ merges.txt)
+#: ClapFrontendConfig field -> ClapFeatureExtractor argument (truncation is set by the model, not the file).
+FEATURE_EXTRACTOR_FIELDS = {
+    "sample_rate": "sampling_rate",
+    "n_fft": "fft_window_size",
+    "hop_length": "hop_length",
+    "n_mels": "feature_size",
+    "f_min": "frequency_min",
+    "f_max": "frequency_max",
+    "max_length_s": "max_length_s",
+    "padding": "padding",
+    "top_db": "top_db",
+}
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -54,6 +65,11 @@ def _transformers() -> Any:
     except ImportError as exc:  # optional dependency: only this adapter needs it
         raise ImportError("LAION-CLAP needs transformers (pip install transformers) for ClapModel") from exc
     return transformers
+
+
+def truncation_of(model_config: Any) -> str:
+    """The truncation mode a ClapModel config needs, as ``CLAP_Module`` chooses: "fusion" iff enable_fusion."""
+    return "fusion" if bool(model_config.audio_config.enable_fusion) else "rand_trunc"
 
 
 @dataclass(kw_only=True)
@@ -101,18 +117,15 @@ class ClapFrontendConfig:
         """Settings of a ``ClapFeatureExtractor`` (object or its preprocessor_config.json dict)."""
         get = fe.get if isinstance(fe, Mapping) else lambda key, default: getattr(fe, key, default)
         d = cls(truncation=truncation)
-        return cls(
-            sample_rate=int(get("sampling_rate", d.sample_rate)),
-            n_fft=int(get("fft_window_size", d.n_fft)),
-            hop_length=int(get("hop_length", d.hop_length)),
-            n_mels=int(get("feature_size", d.n_mels)),
-            f_min=float(get("frequency_min", d.f_min)),
-            f_max=float(get("frequency_max", d.f_max)),
-            max_length_s=float(get("max_length_s", d.max_length_s)),
-            truncation=truncation,
-            padding=str(get("padding", d.padding)),
-            top_db=get("top_db", None),
-        )
+        values = {ours: get(theirs, getattr(d, ours)) for ours, theirs in FEATURE_EXTRACTOR_FIELDS.items()}
+        # Cast to the field's type (JSON may give 50 for 50.0); top_db (default None) is a float when set.
+        typed = {k: v if v is None else type(getattr(d, k) or 0.0)(v) for k, v in values.items()}
+        return cls(truncation=truncation, **typed)
+
+    def feature_extractor_kwargs(self) -> dict[str, Any]:
+        """``ClapFeatureExtractor`` keyword arguments of these settings (the inverse of from_feature_extractor)."""
+        kwargs = {theirs: getattr(self, ours) for ours, theirs in FEATURE_EXTRACTOR_FIELDS.items()}
+        return {**kwargs, "truncation": self.truncation}
 
 
 class ClapFrontend:
@@ -235,8 +248,7 @@ class LaionClap:
         batch_size: int = 8,
         seed: int = 0,
     ) -> None:
-        fusion = bool(model.config.audio_config.enable_fusion)
-        truncation = "fusion" if fusion else "rand_trunc"
+        truncation = truncation_of(model.config)
         tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
         if frontend is None:
             fe = getattr(processor_or_tokenizer, "feature_extractor", None)
@@ -247,7 +259,7 @@ class LaionClap:
         if frontend.truncation != truncation:
             raise ValueError(
                 f"frontend truncation {frontend.truncation!r} does not fit this model "
-                f"(enable_fusion={fusion} needs {truncation!r})"
+                f"(enable_fusion={model.config.audio_config.enable_fusion} needs {truncation!r})"
             )
         positions = model.config.text_config.max_position_embeddings - model.config.text_config.pad_token_id - 1
         if not 2 <= max_text_tokens <= positions:
@@ -348,8 +360,9 @@ def load_laion_clap(
 
     ``path`` holds config.json (model_type "clap") and model.safetensors or pytorch_model.bin (safetensors preferred),
     e.g. a copy of laion/clap-htsat-unfused or laion/larger_clap_music, or the output of
-    :func:`convert_laion_clap_checkpoint`. The tokenizer is read from ``tokenizer_path`` (default ``path``); front-end
-    numbers from preprocessor_config.json when present. ``kwargs`` go to :class:`LaionClap`.
+    ``wavefoundry eval convert-clap`` (``wavefoundry.formats.laion_clap``). The tokenizer is read from
+    ``tokenizer_path`` (default ``path``); front-end numbers from preprocessor_config.json when present. ``kwargs``
+    go to :class:`LaionClap`.
     """
     tf = _transformers()
     path = Path(path).expanduser()
@@ -377,211 +390,10 @@ def load_laion_clap(
     tokenizer = tf.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     if "frontend" not in kwargs and (path / "preprocessor_config.json").is_file():
         fe = json.loads((path / "preprocessor_config.json").read_text())
-        fusion = bool(model.config.audio_config.enable_fusion)
-        truncation = "fusion" if fusion else "rand_trunc"
+        truncation = truncation_of(model.config)
         if fe.get("truncation", truncation) != truncation:
             logger.info(
                 "preprocessor_config.json truncation %r ignored: the model needs %r", fe["truncation"], truncation
             )
         kwargs["frontend"] = ClapFrontendConfig.from_feature_extractor(fe, truncation=truncation)
     return LaionClap(model, tokenizer, weights_sha256=_weights_sha256(weights), **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Original LAION-AI/CLAP checkpoints (laion_clap.CLAP_Module state dicts) -> transformers ClapModel layout.
-
-_ROBERTA_BASE = dict(
-    vocab_size=50265,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-)
-_HTSAT = dict(num_attention_heads=(4, 8, 16, 32), window_size=8, spec_size=256, num_mel_bins=64)
-#: laion_clap ``amodel`` (+ fusion) -> audio tower; the text tower is roberta-base (its layer_norm_eps 1e-5).
-LAION_CLAP_PRESETS: dict[str, dict[str, Any]] = {
-    "HTSAT-tiny": dict(_HTSAT, patch_embeds_hidden_size=96, depths=(2, 2, 6, 2), hidden_size=768),
-    "HTSAT-tiny-fusion": dict(
-        _HTSAT,
-        patch_embeds_hidden_size=96,
-        depths=(2, 2, 6, 2),
-        hidden_size=768,
-        enable_fusion=True,
-        fusion_type="aff_2d",
-    ),
-    "HTSAT-base": dict(_HTSAT, patch_embeds_hidden_size=128, depths=(2, 2, 12, 2), hidden_size=1024),
-}
-
-
-def laion_clap_config(name: str) -> Any:
-    """transformers ``ClapConfig`` of a laion_clap model: one of :data:`LAION_CLAP_PRESETS`."""
-    if name not in LAION_CLAP_PRESETS:
-        raise ValueError(f"unknown LAION-CLAP preset {name!r}; valid: {', '.join(LAION_CLAP_PRESETS)}")
-    audio = {k: list(v) if isinstance(v, tuple) else v for k, v in LAION_CLAP_PRESETS[name].items()}
-    return _transformers().ClapConfig(text_config=dict(_ROBERTA_BASE), audio_config=audio, projection_dim=512)
-
-
-#: Original keys dropped on conversion, with the reason.
-DROPPED_KEYS: tuple[tuple[str, str], ...] = (
-    (r"audio_branch\.(spectrogram_extractor|logmel_extractor)\..+", "front end, computed by ClapFrontend"),
-    (r"audio_branch\.(tscam_conv|head)\..+", "AudioSet tagging head, unused by the embeddings"),
-    (r"(text|audio)_transform\..+", "MLPs of the training loss only"),
-    (r"audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask", "shifted-window mask, rebuilt by transformers"),
-    (r"text_branch\.embeddings\.(position_ids|token_type_ids)", "index buffers, rebuilt by transformers"),
-)
-#: HTSAT Swin block (laion_clap htsat.py SwinTransformerBlock) -> transformers ClapAudioLayer.
-_BLOCK_NAMES = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "attn.relative_position_bias_table": "attention.self.relative_position_bias_table",
-    "attn.relative_position_index": "attention.self.relative_position_index",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}
-_AUDIO = "audio_model.audio_encoder."
-_BLOCK = re.compile(r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.(.+?)(\.weight|\.bias)?")
-#: Renames other than the Swin blocks: (original pattern, transformers template), tried in order.
-KEY_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"text_branch\.(.+)", r"text_model.\1"),  # RobertaModel and ClapTextModel share every name
-    (r"(text|audio)_projection\.0\.(weight|bias)", r"\1_projection.linear1.\2"),  # nn.Sequential(Linear, ReLU, Linear)
-    (r"(text|audio)_projection\.2\.(weight|bias)", r"\1_projection.linear2.\2"),
-    (r"logit_scale_(a|t)", r"logit_scale_\1"),
-    (r"audio_branch\.bn0\.(.+)", _AUDIO + r"batch_norm.\1"),
-    (r"audio_branch\.(patch_embed\..+|norm\.(weight|bias)|layers\.\d+\.downsample\..+)", _AUDIO + r"\1"),
-)
-
-
-def _map_block(match: re.Match[str], value: Tensor) -> dict[str, Tensor] | None:
-    i, j, name, suffix = match.group(1), match.group(2), match.group(3), match.group(4) or ""
-    prefix = f"{_AUDIO}layers.{i}.blocks.{j}."
-    if name == "attn.qkv":  # fused (3D, D) projection, rows ordered q, k, v (htsat.py WindowAttention.forward)
-        q, k, v = value.chunk(3, dim=0)
-        return {f"{prefix}attention.self.{n}{suffix}": t.clone() for n, t in zip(("query", "key", "value"), (q, k, v))}
-    return {f"{prefix}{_BLOCK_NAMES[name]}{suffix}": value} if name in _BLOCK_NAMES else None
-
-
-def map_laion_clap_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an original laion_clap state dict (``module.`` prefix allowed) to transformers ClapModel keys.
-
-    Keys in :data:`DROPPED_KEYS` are dropped; any other key without a rule raises ``ValueError`` naming it.
-    """
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")  # DistributedDataParallel training checkpoints
-        if any(re.fullmatch(p, key) for p, _ in DROPPED_KEYS):
-            continue
-        if (m := _BLOCK.fullmatch(key)) is not None:
-            block = _map_block(m, value)
-            out.update(block or {})
-            unknown += [] if block else [key]
-            continue
-        for pattern, template in KEY_RENAMES:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, template, key)] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} unexpected LAION-CLAP keys (1D fusion and PANN towers are not supported): "
-            f"{', '.join(unknown[:5])}"
-        )
-    return out
-
-
-def _numpy_safe_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
-    # Training checkpoints keep numpy scalars (epoch, metrics) beside the state dict; these rebuild plain data only.
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    numeric = re.compile(r"(Bool|U?Int\d*|Float\d+|Complex\d+|C?LongDouble|U?(Byte|Short|Long|LongLong))DType")
-    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if numeric.fullmatch(n)]  # no object / str / void
-    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    marker = "WeightsUnpickler error:"  # torch puts the actual cause after this line
-    reason = (text.split(marker, 1)[1] if marker in text else text).strip().splitlines()[0]
-    reason = reason.split(". Please", 1)[0][:200]  # drop torch's allowlisting advice: not for untrusted files
-    # torch's weights-only unpickler reads pickle protocol 2 only; opcode 149 is protocol 4's FRAME.
-    return f"{reason} (pickle protocol 4/5)" if "operand 149" in reason else reason
-
-
-def load_laion_clap_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of an original LAION-CLAP ``.pt`` (``torch.load(weights_only=True)``) or ``.safetensors`` file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"LAION-CLAP checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler raises several types; all mean "not a plain tensor file"
-        raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True): {_reason(exc)}. "
-            "Extract its state dict once, where you trust the file: "
-            "sd = torch.load(path, weights_only=False)['state_dict']; "
-            "safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, 'state_dict.safetensors'); "
-            "then convert the .safetensors file"
-        ) from exc
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        what = f"keys {list(ckpt)[:8]}" if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise ValueError(f"{path} holds no state dict of tensors ({what})")
-    return dict(state)
-
-
-def convert_laion_clap_checkpoint(
-    pt: str | Path, out_dir: str | Path, *, config: str | Any, tokenizer: str | Path | None = None
-) -> Path:
-    """Convert an original LAION-CLAP checkpoint into a local Hugging Face directory for :func:`load_laion_clap`.
-
-    Args:
-        pt: e.g. 630k-audioset-best.pt or music_audioset_epoch_15_esc_90.14.pt (or its state dict as .safetensors).
-        out_dir: written: config.json, model.safetensors, preprocessor_config.json (+ the tokenizer).
-        config: a :data:`LAION_CLAP_PRESETS` name ("HTSAT-tiny", "HTSAT-tiny-fusion", "HTSAT-base") or a ClapConfig.
-        tokenizer: a local roberta-base tokenizer directory to copy into ``out_dir`` (laion_clap uses roberta-base).
-
-    Returns:
-        ``out_dir``. Raises ``ValueError`` on unexpected, missing or mis-shaped keys (a wrong preset shows here).
-    """
-    tf = _transformers()
-    config = laion_clap_config(config) if isinstance(config, str) else config
-    mapped = map_laion_clap_state_dict(load_laion_clap_state_dict(pt))
-    model = tf.ClapModel(config).eval()
-    target = model.state_dict()
-    rebuilt = {k for k in target if re.fullmatch(r"text_model\.embeddings\.(position_ids|token_type_ids)", k)}
-    missing = sorted(set(target) - set(mapped) - rebuilt)
-    extra = sorted(set(mapped) - set(target))
-    if missing or extra:
-        raise ValueError(
-            f"checkpoint does not fit the config: missing {missing[:5]} ({len(missing)}), unexpected "
-            f"{extra[:5]} ({len(extra)})"
-        )
-    shapes = [
-        f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in mapped.items() if v.shape != target[k].shape
-    ]
-    if shapes:
-        raise ValueError(f"checkpoint shapes do not fit the config (wrong preset?): {'; '.join(shapes[:3])}")
-    model.load_state_dict({**{k: target[k] for k in rebuilt}, **mapped}, strict=True)
-    out_dir = Path(out_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    fusion = bool(config.audio_config.enable_fusion)
-    fe = ClapFrontendConfig(truncation="fusion" if fusion else "rand_trunc")
-    tf.ClapFeatureExtractor(
-        frequency_min=fe.f_min, frequency_max=fe.f_max, truncation=fe.truncation, padding=fe.padding
-    ).save_pretrained(out_dir)
-    if tokenizer is not None:
-        tf.AutoTokenizer.from_pretrained(Path(tokenizer).expanduser(), local_files_only=True).save_pretrained(out_dir)
-    return out_dir
