@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 EVAL_DOC = """Evaluation metrics as JSON (docs/evaluation.md): generate (benchmark prompt files), fd, kl, clap,
-adherence, memorization, recon, and report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
+adherence, memorization, recon, convert-clap (original LAION-CLAP checkpoints -> --model laion-clap), and
+report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
 shows each one's usage."""
 
 ADHERENCE_DOC = """``wavefoundry eval adherence``: does generated audio have the pitch, pan, duration, tempo and class
