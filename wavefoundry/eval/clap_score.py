@@ -153,6 +153,13 @@ def _unit_rows(emb: Any, n: int, dim: int, what: str) -> np.ndarray:
     return emb / norms
 
 
+def quantize_int16(x: np.ndarray) -> np.ndarray:
+    """laion_clap's int16 round trip in float32: clip to [-1, 1], scale by 32767, truncate to int16, scale back."""
+    scale = np.float32(32767.0)
+    q = (np.clip(x.astype(np.float32), -1.0, 1.0) * scale).astype(np.int16)
+    return (q / 32767.0).astype(np.float32)  # float64 division then float32, as laion_clap's int16_to_float32
+
+
 def _prepare(audio: np.ndarray, sr: int, model: TextAudioModel, policy: ClapPolicy) -> np.ndarray:
     x = prepare(audio, sr, model.info)  # (C', T') at the model's rate and channel mode
     if policy.peak_dbfs is not None:
@@ -161,8 +168,7 @@ def _prepare(audio: np.ndarray, sr: int, model: TextAudioModel, policy: ClapPoli
             raise ValueError("audio is digital silence: peak normalisation to a level is undefined")
         x = x * np.float32(10 ** (policy.peak_dbfs / 20) / p)
     if policy.quantize_int16:
-        # astype(int16) truncates toward zero, as LAION-CLAP's float32_to_int16 does.
-        x = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / np.float32(32767.0)
+        x = quantize_int16(x)
     return x
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from wavefoundry.audio.dsp import peak_normalize
 from wavefoundry.audio.features import mel_filterbank, stft
+from wavefoundry.eval.clap_score import quantize_int16
 from wavefoundry.eval.embedders import EmbedderInfo, file_sha256, prepare
 
 logger = logging.getLogger(__name__)
@@ -201,13 +202,6 @@ class ClapFrontend:
             shrunk = F.interpolate(row[None, None], size=[chunk, M], mode="bilinear", align_corners=False)[0, 0]
             out.append(torch.stack([shrunk, *(row[s : s + chunk] for s in starts)]))  # (4, chunk, M)
         return torch.stack(out), torch.ones(N, dtype=torch.bool)  # (N, 4, chunk, M)
-
-
-def quantize_int16(x: np.ndarray) -> np.ndarray:
-    """laion_clap's int16 round trip in float32: clip to [-1, 1], scale by 32767, truncate to int16, scale back."""
-    scale = np.float32(32767.0)
-    q = (np.clip(x.astype(np.float32), -1.0, 1.0) * scale).astype(np.int16)
-    return (q / 32767.0).astype(np.float32)  # float64 division then float32, as laion_clap's int16_to_float32
 
 
 def _unit(x: Tensor) -> np.ndarray:
