@@ -11,16 +11,8 @@ from PIL import Image
 
 from wavefoundry.audio.features import hz_to_mel
 from wavefoundry.audio.io import save_audio
-from wavefoundry.eval.report import (
-    COLORMAPS,
-    DemoEntry,
-    apply_colormap,
-    format_value,
-    spectrogram_image,
-    spectrogram_png,
-    timing_text,
-    write_demo_page,
-)
+from wavefoundry.audio.spectrogram import COLORMAPS, apply_colormap, spectrogram_image, spectrogram_png
+from wavefoundry.eval.report import DemoEntry, format_value, timing_text, write_demo_page
 
 SR = 16000
 

@@ -1,7 +1,7 @@
 """Figures of the evaluation report, drawn with matplotlib (Agg backend, no display needed), saved as PNG.
 
 * :func:`spectrogram_figure`: the log-mel spectrogram of one clip with labelled axes (seconds, Hz) and a dB
-  colour bar, from :func:`wavefoundry.eval.report.log_mel_db`.
+  colour bar, from :func:`wavefoundry.audio.spectrogram.log_mel_db`.
 * :func:`histogram_figure`: the distribution of a per-item score (e.g. nearest-neighbour distances), with
   optional marked values (e.g. the copy threshold).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavefoundry.eval.report import log_mel_db
+from wavefoundry.audio.spectrogram import log_mel_db
 
 
 def _pyplot():
