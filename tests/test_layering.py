@@ -21,7 +21,7 @@ ALLOWED = {
     "train": {"config", "audio", "data", "nn", *MODELS},
     "pipelines": {"config", "audio", "nn", "train", "formats", *MODELS},
     "presets": {"config", "data", "train", *MODELS},
-    "web": {"pipelines", "config"},
+    "web": {"pipelines", "config", "audio"},  # audio: reading uploads, writing WAV/FLAC, spectrogram pictures
     "cli": None,  # the CLI may import anything
 }
 MODEL_FORBIDDEN_THIRD_PARTY = ("torch.distributed",)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from wavefoundry.codecs.autoencoder import Autoencoder
 from wavefoundry.diffusion.generate import SamplingConfig, sample_latents
+from wavefoundry.diffusion.samplers import SAMPLERS
 from wavefoundry.train.diffusion import TextToAudioConfig, TextToAudioModel
 from wavefoundry.train.export import ModelLoadError, load_autoencoder, load_strict, read_model_config
 
@@ -87,6 +88,8 @@ class Codec:
 MAX_GENERATE_SECONDS = 600.0
 MAX_STEPS = 1000
 MAX_PROMPTS = 64
+#: Sampler names :meth:`TextToAudio.generate` accepts.
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
 
 class TextToAudio:

@@ -1,0 +1,1 @@
+"""Local web UI and generation server (``wavefoundry serve``); imports the public pipelines only."""
