@@ -36,12 +36,16 @@ class BottleneckOutput:
         losses: scalar losses to add to the training objective (see each bottleneck for weighting).
         codes: (B, K, T) int64 code ids in [0, codebook_size), or None for continuous bottlenecks.
         metrics: detached scalars to log.
+        first_quantized: (B, D, T) the first quantizer's output (codebook 0's vectors in the decoder width, with the
+            straight-through gradient to the encoder), residual VQ only: the input of a semantic head
+            (``codecs/semantic.py``). Equals ``codes_to_latents(codes[:, :1])`` in eval mode.
     """
 
     latents: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     codes: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    first_quantized: Tensor | None = None
 
 
 def check_latent_input(z: Tensor, channels: int, *, name: str = "z", finite: bool = True) -> None:
@@ -415,11 +419,12 @@ class ResidualVQ(nn.Module):
         check_latent_input(z, self.input_dim)
         B = z.shape[0]
         n_q = self._active_counts(B, z.device)
-        latents, residual = torch.zeros_like(z), z
+        latents, residual, first = torch.zeros_like(z), z, None
         codes, commit, cb_loss = [], z.new_zeros((), dtype=torch.float32), z.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.layers):
             weight = (n_q > i).float()  # (B,)
             q, c, commit_i, cb_i = layer(residual, weight)
+            first = q if first is None else first  # stage 0 is never dropped (n_q >= 1)
             latents = latents + q * weight[:, None, None].to(q.dtype)
             residual = residual - q
             codes.append(c)
@@ -432,7 +437,7 @@ class ResidualVQ(nn.Module):
             losses["codebook"] = cb_loss / K
         metrics = _usage_metrics(codes_t, self.codebook_size)
         metrics["active_quantizers"] = n_q.float().mean()
-        return BottleneckOutput(latents=latents, losses=losses, codes=codes_t, metrics=metrics)
+        return BottleneckOutput(latents=latents, losses=losses, codes=codes_t, metrics=metrics, first_quantized=first)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Identity: the decoder input is the quantized sum. latents (B, D, T) -> (B, D, T)."""
