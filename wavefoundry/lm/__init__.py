@@ -1,0 +1,1 @@
+"""Discrete audio language models: token layout and sequences, decoder, generation."""
