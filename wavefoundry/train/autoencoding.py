@@ -13,6 +13,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from wavefoundry.codecs.autoencoder import Autoencoder, AutoencoderConfig
+from wavefoundry.codecs.bottlenecks import BottleneckOutput
 from wavefoundry.codecs.discriminators import DiscriminatorConfig, MultiScaleSTFTDiscriminator
 from wavefoundry.codecs.losses import (
     LossWeights,
@@ -98,6 +99,11 @@ class AutoencoderTask(Task):
             "discriminator": (model.discriminator, self.config.disc_optim),
         }
 
+    def auxiliary_loss(self, model: nn.Module, batch: dict, out: BottleneckOutput) -> tuple[Tensor | float, dict]:
+        """A weighted extra generator loss from the bottleneck output, and its metrics (none here; subclasses add
+        e.g. CTC on codebook 0, ``train/semantic_codec.py``)."""
+        return 0.0, {}
+
     def loss_fn(self, model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         w = self.config.loss.weights
         real = batch["audio"]  # (B, C, T)
@@ -108,6 +114,9 @@ class AutoencoderTask(Task):
         generator = generator + sum(v for k, v in out.losses.items() if k != "kl")  # commitment/codebook: weighted
         metrics = {"stft": stft, "waveform_l1": waveform.detach(), **_scalar_metrics(out.losses),
                    **_scalar_metrics(out.metrics)}  # fmt: skip
+        extra, extra_metrics = self.auxiliary_loss(model, batch, out)
+        generator = generator + extra
+        metrics.update(extra_metrics)
         if not (model.training and w.adversarial_active(self.step)):
             return {"generator": generator}, metrics
         real_logits, real_feats = model.discriminator(real)

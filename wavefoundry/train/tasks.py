@@ -80,6 +80,7 @@ BUILTIN_TASK_MODULES = (
     "wavefoundry.train.autoencoding",
     "wavefoundry.train.diffusion",
     "wavefoundry.train.contrastive",
+    "wavefoundry.train.semantic_codec",
 )
 
 
