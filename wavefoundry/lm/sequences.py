@@ -129,6 +129,8 @@ def soda_layout(codebooks: tuple[int, ...] | None = None) -> TokenLayout:
 
 def _as_long(x: Tensor | Sequence[int], ndim: int, name: str) -> Tensor:
     t = torch.as_tensor(x)
+    if not isinstance(x, Tensor) and not t.numel():
+        t = t.to(torch.long)  # an empty list comes out float32
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise ValueError(f"{name} must hold integers, got {t.dtype}")
     if t.ndim != ndim:
@@ -244,7 +246,8 @@ def _check_text(layout: TokenLayout, text: Tensor | Sequence[int]) -> Tensor:
 
 
 def _ids(*parts: int | Tensor) -> Tensor:
-    return torch.cat([p.view(-1) if isinstance(p, Tensor) else torch.tensor([p]) for p in parts]).to(torch.long)
+    pieces = [p.view(-1) if isinstance(p, Tensor) else torch.tensor([p]) for p in parts]
+    return torch.cat([torch.empty(0, dtype=torch.long), *pieces]).to(torch.long)
 
 
 def text_block(layout: TokenLayout, text: Tensor | Sequence[int]) -> Tensor:
