@@ -1,7 +1,7 @@
 """Kyutai's Mimi codec (Defossez et al. 2024, Moshi) as an :class:`~wavefoundry.codecs.tokenizer.AudioTokenizer`.
 
 SODA (Manakul et al. 2026) tokenizes audio with Mimi: 24 kHz mono -> 12.5 frames/s, codebook 0 distilled from
-WavLM (semantic), the next ones acoustic (residual VQ), 2048 ids each; SODA keeps the first 8 codebooks. This
+WavLM (semantic), the next ones acoustic (residual VQ), 2048 ids each; Moshi uses the first 8 codebooks. This
 adapter wraps a local ``transformers`` ``MimiModel`` directory (``config.json`` + ``model.safetensors``, e.g. a
 ``save_pretrained`` copy of ``kyutai/mimi``); nothing is downloaded. The weights are frozen and in eval mode.
 Audio and codes must be on the model's device (``.to(device)`` moves it). See docs/semantic_tokens.md.
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from wavefoundry.codecs.quantizers import check_codes
 from wavefoundry.codecs.tokenizer import resample_batch
 
-#: SODA's number of Mimi codebooks (1 semantic + 7 acoustic).
-SODA_CODEBOOKS = 8
+#: Codebooks kept by default: Moshi's 8 (1 semantic + 7 acoustic) of the checkpoint's 32.
+DEFAULT_CODEBOOKS = 8
 
 
 def _check_dir(path: Path) -> None:
@@ -53,7 +53,7 @@ class MimiTokenizer(nn.Module):
         ValueError: the config is not a Mimi one, or ``num_quantizers`` is out of range.
     """
 
-    def __init__(self, path: str | Path, *, num_quantizers: int = SODA_CODEBOOKS) -> None:
+    def __init__(self, path: str | Path, *, num_quantizers: int = DEFAULT_CODEBOOKS) -> None:
         super().__init__()
         from transformers import MimiModel  # optional dependency, needed only for this tokenizer
 
