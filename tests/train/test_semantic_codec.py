@@ -21,6 +21,7 @@ from wavefoundry.train.semantic_codec import (
     SemanticCodecTask,
     TranscribedClips,
     codebook0_transcripts,
+    collate_transcribed,
     semantic_codec_tiny,
 )
 from wavefoundry.train.tasks import build_task, load_model, load_run_config
@@ -140,7 +141,7 @@ def test_dataset_yields_whole_padded_utterances_with_targets(manifest, tmp_path)
     assert sample["audio"].shape == (1, 6400) and int(sample["padding_mask"].sum()) == 2 * CHAR_SAMPLES
     np.testing.assert_allclose(sample["audio"][0, : 2 * CHAR_SAMPLES].numpy(), _utterance("ab"), atol=1e-4)
     assert sample["targets"].tolist() == vocab.encode("ab")
-    batch = SemanticCodecTask.collate(None, [clips[(0, 1)], clips[(0, 2)]])
+    batch = collate_transcribed([clips[(0, 1)], clips[(0, 2)]])
     assert batch["targets"].shape == (2, 2) and batch["target_lengths"].tolist() == [2, 2]
 
 
