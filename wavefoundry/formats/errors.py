@@ -10,7 +10,11 @@ from torch import Tensor
 _SHOW = 5  # offending keys listed in an error
 
 
-class CheckpointMismatchError(ValueError):
+class FormatError(ValueError):
+    """An outside checkpoint we cannot read faithfully: an unsupported config field or weights that do not fit."""
+
+
+class CheckpointMismatchError(FormatError):
     """A checkpoint does not fit the architecture: missing or unexpected keys, or wrong shapes."""
 
 

@@ -1,5 +1,6 @@
 """Multi-head attention layers on ``F.scaled_dot_product_attention``: self-attention with a fused qkv projection
-and rotary embeddings, and cross-attention with grouped key/value heads and a key padding mask.
+and rotary embeddings, cross-attention with grouped key/value heads and a key padding mask, and causal attention
+of new queries over cached keys (:func:`causal_attention`, for decoders).
 
 Scaled dot-product attention (Vaswani et al. 2017): ``softmax(q k^T / sqrt(D)) v`` per head. Grouped-query
 attention (Ainslie et al. 2023): H query heads share H_kv key/value heads, query head h reading kv head
@@ -9,6 +10,7 @@ attention (Ainslie et al. 2023): H query heads share H_kv key/value heads, query
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -112,3 +114,52 @@ class CrossAttention(nn.Module):
         kv = self.to_kv(context).view(B, context.shape[1], 2, self.kv_heads, Dh)  # (B, Lc, 2, H_kv, Dh)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H_kv, Lc, Dh)
         return self.to_out(_merge_heads(attention(q, k, v, key_mask=context_mask)))
+
+
+def causal_mask(q_len: int, k_len: int, key_mask: Tensor | None = None, device=None) -> Tensor | None:
+    """Boolean mask for :func:`causal_attention`, built once per forward; None where SDPA needs none.
+
+    The ``q_len`` queries are the last ``q_len`` of the ``k_len`` keys (a KV cache holds the earlier ones), so
+    query i sees keys ``j <= k_len - q_len + i``. With a key padding mask a query also always sees itself, so that
+    the rows of padding tokens stay finite (they attend to themselves only) and never leak NaN into later layers.
+
+    Args:
+        q_len: Lq.
+        k_len: Lk >= Lq.
+        key_mask: (B, Lk) bool, True = a valid key.
+        device: where to build the mask.
+
+    Returns:
+        None (no padding, and Lq == Lk or Lq == 1: plain causal), (Lq, Lk) or (B, 1, Lq, Lk) bool, True = attend.
+    """
+    if key_mask is None and q_len in (1, k_len):
+        return None
+    qi = torch.arange(k_len - q_len, k_len, device=device)[:, None]  # (Lq, 1) absolute query index
+    ki = torch.arange(k_len, device=device)[None, :]  # (1, Lk)
+    mask = ki <= qi  # (Lq, Lk)
+    if key_mask is None:
+        return mask
+    return (mask & (key_mask[:, None, :] | (ki == qi)))[:, None]  # (B, 1, Lq, Lk)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    """Causal scaled dot-product attention with grouped kv heads, the queries being the last Lq keys.
+
+    Args:
+        q: (B, H, Lq, D) queries.
+        k: (B, H_kv, Lk, D) keys, Lk >= Lq; H a multiple of H_kv.
+        v: (B, H_kv, Lk, D) values.
+        mask: from :func:`causal_mask` for these lengths (None: plain causal, only for Lq == Lk or Lq == 1).
+
+    Returns:
+        (B, H, Lq, D).
+    """
+    B, H, Lq, D = q.shape
+    H_kv = k.shape[1]
+    if Lq == 1:
+        # One query sees every (unmasked) key: fold each group's query heads into the query length, so the kv
+        # heads are read in place (no repeat of the whole cache per decoding step).
+        out = F.scaled_dot_product_attention(q.reshape(B, H_kv, H // H_kv, D), k, v, attn_mask=mask)
+        return out.reshape(B, H, 1, D)
+    causal = mask is None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H_kv != H)
