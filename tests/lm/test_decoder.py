@@ -11,6 +11,8 @@ from tests.lm.qwen3_fixtures import MICRO, TIED, WIDE_HEADS, hf_pair
 from wavefoundry.config import ConfigError
 from wavefoundry.formats.qwen3 import hf_key_map
 from wavefoundry.lm.decoder import PRESETS, Decoder, DecoderConfig, decoder_preset, next_token_loss, param_count
+from wavefoundry.nn.attention import causal_attention, causal_mask
+from wavefoundry.nn.rope import apply_rope, rope_tables, rotate
 
 
 def _ids(cfg: DecoderConfig, batch: int = 2, length: int = 24, seed: int = 1) -> torch.Tensor:
@@ -105,6 +107,38 @@ def test_last_only_returns_the_last_position():
     ids = _ids(MICRO)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids, last_only=True), ours(ids)[:, -1:])
+
+
+# --- the nn helpers the decoder uses --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rotary", [16, 8], ids=["full", "partial"])
+def test_rotate_matches_apply_rope_values_and_gradients(rotary):
+    x = torch.randn(2, 5, 3, 16, requires_grad=True)  # (B, L, H, D)
+    cos, sin = (t[:, None, :] for t in rope_tables(5, rotary, 1e6))  # (L, 1, r/2)
+    g = torch.randn(2, 5, 3, 16)
+    expected = apply_rope(x, cos, sin)
+    (grad_expected,) = torch.autograd.grad(expected, x, g)
+    got = rotate(x, cos, sin)
+    (grad_got,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_got, grad_expected)  # the inverse rotation is the exact backward
+
+
+@pytest.mark.parametrize(("q_len", "padded"), [(6, False), (1, False), (3, False), (6, True), (1, True)])
+def test_causal_attention_matches_explicit_softmax(q_len, padded):
+    B, H, H_kv, Lk, D = 2, 4, 2, 6, 8
+    q, k, v = torch.randn(B, H, q_len, D), torch.randn(B, H_kv, Lk, D), torch.randn(B, H_kv, Lk, D)
+    key_mask = torch.ones(B, Lk, dtype=torch.bool)
+    if padded:
+        key_mask[0, :2] = False
+    got = causal_attention(q, k, v, mask=causal_mask(q_len, Lk, key_mask if padded else None))
+    kr, vr = k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)  # query head h reads kv h // 2
+    scores = q @ kr.transpose(-1, -2) / math.sqrt(D)  # (B, H, Lq, Lk)
+    qi, ki = torch.arange(Lk - q_len, Lk)[:, None], torch.arange(Lk)[None, :]
+    allowed = (ki <= qi) & (key_mask[:, None, None, :] | (ki == qi))
+    expected = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ vr
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 # --- loss ------------------------------------------------------------------------------------------------------

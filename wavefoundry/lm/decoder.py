@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from wavefoundry.config import ConfigError
 from wavefoundry.nn.attention import causal_attention, causal_mask
-from wavefoundry.nn.rope import apply_rope_, rope_inv_freq
+from wavefoundry.nn.rope import rope_inv_freq, rotate
 
 #: SODA's vocabulary: 128,256 Llama-3 text ids + 4 specials + 8 Mimi codebooks x 2,048 (docs/lm_sequences.md).
 SODA_VOCAB = 144_644
@@ -189,7 +189,7 @@ class Attention(nn.Module):
         # split, not slicing: its backward is one cat, where slices' backward zero-fills and adds full buffers.
         qk, v = qkv.split((H + H_kv, H_kv), dim=2)  # (B, L, H + H_kv, Dh), (B, L, H_kv, Dh)
         qk = rms_norm(qk, w, self.eps)  # (B, L, H + H_kv, Dh)
-        apply_rope_(qk, inputs.cos, inputs.sin)  # in place: nothing saved qk for backward
+        qk = rotate(qk, inputs.cos, inputs.sin)  # its backward is the inverse rotation: nothing saved
         q, k = (t.transpose(1, 2) for t in qk.split((H, H_kv), dim=2))  # (B, H, L, Dh), (B, H_kv, L, Dh)
         v = v.transpose(1, 2)  # (B, H_kv, L, Dh)
         if inputs.cache is not None:
