@@ -13,6 +13,8 @@ when the server stops. Scripts: ``gradio_client.Client(url).predict(..., api_nam
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 from pathlib import Path
 
 DEFAULT_MODEL = Path("models/t2a-tiny")
@@ -48,10 +50,15 @@ def model_names(paths: list[Path]) -> dict[str, Path]:
     return names
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from wavefoundry.web.app import build_app, launch
     from wavefoundry.web.service import RequestError, WebLimits, WebService
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks, one line each
     limits = WebLimits(max_seconds=args.max_seconds, max_steps=args.max_steps, concurrency=args.concurrency,
                        queue_size=args.queue_size)  # fmt: skip
     paths = args.model or [DEFAULT_MODEL]
@@ -63,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             except RequestError as exc:
                 print(f"warning: {exc}")
         app = build_app(service)
+        # SIGTERM stops like Ctrl+C, so the outputs folder is removed either way.
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"outputs in {service.store.root} (removed when the server stops)")
         print(f"serving {', '.join(service.models)} on http://{args.host}:{args.port} (Ctrl+C stops)")
         launch(app, service, host=args.host, port=args.port)
     finally:

@@ -93,15 +93,16 @@ def build_app(service: WebService):
                     reroll = gr.Button("Random seed", size="sm")
                 with gr.Accordion("Init audio (audio-to-audio)", open=False):
                     init_audio = gr.Audio(sources=["upload"], type="filepath", label="Init audio")
-                    init_noise = gr.Slider(0.01, 100.0, value=1.0, label="Init noise level (sigma)")
+                    init_noise = gr.Slider(0.5, 100.0, value=1.0, label="Init noise level (sigma)")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
                 audio = gr.Audio(type="filepath", label="Audio", interactive=False, elem_id="output-audio")
                 spectrogram = gr.Image(type="filepath", label="Spectrogram", interactive=False)
-                files = gr.File(file_count="multiple", label="Download (WAV, FLAC)", interactive=False)
+                files = gr.File(file_count="multiple", label="Download (WAV, FLAC)", interactive=False, elem_id="downloads")
                 settings = gr.JSON(label="Settings used")
-                command = gr.Code(label="Same result from the command line", language="shell", interactive=False)
+                command = gr.Code(label="Same result from the command line", language="shell", interactive=False,
+                                  lines=2, max_lines=4, wrap_lines=True)  # fmt: skip
         reroll.click(lambda: random.randrange(2**31), outputs=seed, queue=False, api_name=False)
         button.click(generate, inputs=[model, prompt, negative, seconds, steps, cfg, sampler, seed, init_audio,
                                        init_noise], outputs=[audio, spectrogram, files, settings, command, status],
