@@ -50,7 +50,8 @@ def server(tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "wavefoundry.cli", "serve", "--model", str(T2A), "--model", str(T2A.parent / "nope"),
-           "--port", str(port), "--queue-size", str(QUEUE_SIZE), "--concurrency", "1", "--max-seconds", "10"]  # fmt: skip
+           "--port", str(port), "--queue-size", str(QUEUE_SIZE), "--concurrency", "1",
+           "--max-seconds", "10"]  # fmt: skip
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
@@ -113,7 +114,7 @@ def test_init_audio_upload_and_readable_errors(server, tmp_path):
     client = _client(server["url"])
     tone = tmp_path / "tone.wav"
     save_audio(tone, 0.3 * np.sin(2 * np.pi * 330 * np.arange(16000) / 16000)[None], 16000)
-    wav, *_, settings, command, _ = _predict(client, init=handle_file(str(tone)), noise=2.0)
+    *_, settings, command, _ = _predict(client, init=handle_file(str(tone)), noise=2.0)
     assert settings["init_audio"] and "--init-noise 2" in command
     text = tmp_path / "not-audio.wav"
     text.write_text("this is not audio")
@@ -160,7 +161,7 @@ def test_burst_of_requests_completes_or_is_refused_cleanly(server):
     done = outcomes.count("ok")
     refused = [o for o in outcomes if o.startswith("refused")]
     assert done + len(refused) == n, outcomes
-    assert 1 <= done and len(refused) >= 1, outcomes  # 10 at once against 1 running + 2 queued
+    assert done >= 1 and len(refused) >= 1, outcomes  # 10 at once against 1 running + 2 queued
     assert all(re.search(r"queue is full|busy", o, re.IGNORECASE) for o in refused), refused
     growth = max(peak) - baseline
     print(f"burst: {done} done, {len(refused)} refused; server RSS {baseline:.0f} MB -> peak {max(peak):.0f} MB")

@@ -99,7 +99,8 @@ def build_app(service: WebService):
                 status = gr.Markdown(elem_id="status")
                 audio = gr.Audio(type="filepath", label="Audio", interactive=False, elem_id="output-audio")
                 spectrogram = gr.Image(type="filepath", label="Spectrogram", interactive=False)
-                files = gr.File(file_count="multiple", label="Download (WAV, FLAC)", interactive=False, elem_id="downloads")
+                files = gr.File(file_count="multiple", label="Download (WAV, FLAC)", interactive=False,
+                                elem_id="downloads")  # fmt: skip
                 settings = gr.JSON(label="Settings used")
                 command = gr.Code(label="Same result from the command line", language="shell", interactive=False,
                                   lines=2, max_lines=4, wrap_lines=True)  # fmt: skip
