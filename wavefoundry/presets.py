@@ -23,6 +23,7 @@ from wavefoundry.train.diffusion import DiffusionRunConfig, LatentDataConfig, Ob
 from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
+from wavefoundry.train.semantic_codec import semantic_codec_tiny
 from wavefoundry.train.tagging import TaggerRunConfig
 from wavefoundry.train.tasks import RunConfig
 
@@ -153,6 +154,7 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "t2a-tiny": t2a_tiny,
     "tagger-eval": tagger_eval,
     "clap-synthcaps": clap_synthcaps,
+    "semantic-codec-tiny": semantic_codec_tiny,
 }
 
 
