@@ -91,7 +91,9 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """
     xf = x.float()
     normed = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True).add_(eps))
-    return normed.to(x.dtype) * weight.to(x.dtype)
+    if x.dtype != torch.float32:  # (skipping no-op casts saves their dispatch in one-token decoding steps)
+        normed, weight = normed.to(x.dtype), weight.to(x.dtype)
+    return normed * weight
 
 
 class RMSNorm(nn.Module):

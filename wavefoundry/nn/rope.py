@@ -143,4 +143,6 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     Returns:
         A new tensor shaped and typed like ``x``.
     """
+    if not (torch.is_grad_enabled() and x.requires_grad):  # inference: skip the autograd function's overhead
+        return _rotate_into(torch.empty_like(x), x, cos.to(x.dtype), sin.to(x.dtype))
     return _Rotate.apply(x, cos, sin)
