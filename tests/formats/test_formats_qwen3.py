@@ -115,8 +115,10 @@ def test_config_round_trips_through_transformers(name):
         ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
         ({"hidden_size": None}, "missing fields.*hidden_size"),
         ({"num_key_value_heads": 3}, "must divide n_heads"),
-        ({"num_hidden_layers": "2"}, "num_hidden_layers must be a int"),
-        ({"tie_word_embeddings": 1}, "tie_word_embeddings must be a bool"),
+        ({"num_hidden_layers": "2"}, "num_hidden_layers must be int"),
+        ({"num_attention_heads": "4"}, "num_attention_heads must be int"),
+        ({"num_attention_heads": 0}, "n_heads must be >= 1"),
+        ({"tie_word_embeddings": 1}, "tie_word_embeddings must be bool"),
     ],
 )
 def test_unsupported_configs_raise_format_error_naming_the_field(change, message):

@@ -144,7 +144,7 @@ def _check_type(field: str, value: Any, kind: type) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     ok = isinstance(value, bool) if kind is bool else number and (kind is float or isinstance(value, int))
     if not ok:
-        raise FormatError(f"{CONFIG}: {field} must be a {kind.__name__}, got {value!r}")
+        raise FormatError(f"{CONFIG}: {field} must be {kind.__name__}, got {value!r}")
 
 
 def decoder_config_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
@@ -154,10 +154,12 @@ def decoder_config_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
         FormatError: not a Qwen3 causal LM, a missing size, or a field we do not implement, named.
     """
     _check_supported(hf)
+    for field in _REQUIRED:
+        _check_type(field, hf[field], int)
     heads = hf["num_attention_heads"]
     defaults = {
         "num_key_value_heads": heads,
-        "head_dim": hf["hidden_size"] // heads if heads else None,
+        "head_dim": hf["hidden_size"] // heads if heads > 0 else 0,
         "rms_norm_eps": 1e-6,
         "max_position_embeddings": 32768,
         "tie_word_embeddings": False,

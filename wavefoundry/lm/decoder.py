@@ -143,9 +143,8 @@ class KVCache:
         """Record the new tokens' mask (None = all valid); the mask of every token so far, or None if no padding."""
         if key_mask is None and self.key_mask is None:
             return None
-        if self.key_mask is None:
+        if self.key_mask is None:  # tokens before the first mask were all valid
             self.key_mask = torch.ones(self.batch, self.max_len, dtype=torch.bool, device=key_mask.device)
-            self.key_mask[:, :start] = True
         self.key_mask[:, start : start + length] = True if key_mask is None else key_mask
         return self.key_mask[:, : start + length]
 
