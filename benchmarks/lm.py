@@ -12,10 +12,12 @@ Both models hold the same random weights (transformers' init, loaded into ours t
   1e-4. Tokens/s = batch * seq / step time.
 * generate: greedy continuation of a (gen-batch, prompt) batch by new-tokens ids: transformers' ``generate`` with
   its DynamicCache against our ``generate`` with the preallocated KVCache, both under ``torch.inference_mode``.
-  Tokens/s = gen-batch * new-tokens / time (prefill included). The "same" column says whether the fp32 greedy
-  outputs agree.
+  Tokens/s = gen-batch * new-tokens / time (prefill included). The "same" column says whether the greedy
+  outputs agree (in bf16 rounding may make them part ways).
 
-bf16 runs under ``torch.autocast("cpu", torch.bfloat16)`` for both (weights stay fp32). Runs alternate between
+bf16 runs under ``torch.autocast("cpu", torch.bfloat16)`` for both (weights stay fp32, cast at every call);
+``bf16w`` generates with both models' weights cast to bf16 and no autocast (the usual way to decode: no weight
+casts per step). Runs alternate between
 the two models so that load on a shared machine hits both alike; the table shows medians and the ratio
 ours / transformers (> 1: ours is faster).
 
@@ -145,7 +147,7 @@ def timed_medians(run: dict[str, Callable[[], None]], repeats: int) -> dict[str,
 
 
 def bench(cfg: DecoderConfig, args: argparse.Namespace) -> list[tuple]:
-    """Rows (mode, dtype, tokens/s by runner, MFU by runner, same outputs or '')."""
+    """Rows (mode, dtype, tokens/s by runner, MFU by runner, same outputs or '-')."""
     ref, ours = build_pair(cfg)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g)
@@ -158,19 +160,26 @@ def bench(cfg: DecoderConfig, args: argparse.Namespace) -> list[tuple]:
             t = timed_medians(train_steps(ref, ours, ids), args.repeats)
         tps = {n: args.batch * args.seq / s for n, s in t.items()}
         mfu = {n: v * train_flops_per_token(cfg, args.seq) / peak for n, v in tps.items()}
-        rows.append(("train", dtype, tps, mfu, ""))
+        rows.append(("train", dtype, tps, mfu, "-"))
         print(f"  train {dtype} done", file=sys.stderr, flush=True)
-        ref.eval(), ours.eval()
-        outputs: dict = {}
-        with torch.inference_mode(), autocast_for(dtype):
-            t = timed_medians(generators(ref, ours, prompt, args.new_tokens, outputs), args.repeats)
-        tps = {n: args.gen_batch * args.new_tokens / s for n, s in t.items()}
-        flops = generate_flops_per_token(cfg, args.prompt + args.new_tokens / 2)
-        mfu = {n: v * flops / peak for n, v in tps.items()}
-        same = "yes" if torch.equal(outputs["ours"], outputs["transformers"]) else "no"
-        rows.append(("generate", dtype, tps, mfu, same if dtype == "fp32" else "-"))
-        print(f"  generate {dtype} done", file=sys.stderr, flush=True)
+        with autocast_for(dtype):
+            rows.append(generate_row(ref, ours, prompt, cfg, args, dtype))
+    if "bf16" in args.dtypes:  # bf16 weights, no autocast: no per-step weight casts (the usual way to decode)
+        rows.append(generate_row(ref.to(torch.bfloat16), ours.to(torch.bfloat16), prompt, cfg, args, "bf16w"))
     return rows
+
+
+def generate_row(ref, ours, prompt: torch.Tensor, cfg: DecoderConfig, args: argparse.Namespace, dtype: str) -> tuple:
+    """The generation row (``dtype`` labels it and picks the matmul peak: fp32's for fp32, else bf16's)."""
+    peak = matmul_peak("fp32" if dtype == "fp32" else "bf16")
+    outputs: dict = {}
+    with torch.inference_mode():
+        t = timed_medians(generators(ref.eval(), ours.eval(), prompt, args.new_tokens, outputs), args.repeats)
+    tps = {n: args.gen_batch * args.new_tokens / s for n, s in t.items()}
+    flops = generate_flops_per_token(cfg, args.prompt + args.new_tokens / 2)
+    same = "yes" if torch.equal(outputs["ours"], outputs["transformers"]) else "no"
+    print(f"  generate {dtype} done", file=sys.stderr, flush=True)
+    return ("generate", dtype, tps, {n: v * flops / peak for n, v in tps.items()}, same)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt", type=int, default=None, help="prompt length (default 64, 32 with --small)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    dtypes_help = "bf16 (autocast) also adds a bf16w generation row"
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"], help=dtypes_help)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:

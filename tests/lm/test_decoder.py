@@ -58,6 +58,21 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert (half.float() - full).abs().max() < 0.05 * full.abs().max()
 
 
+def test_bf16_weights_run_and_stay_close_to_fp32():
+    _, ours = hf_pair(MICRO, std=0.1)
+    ids = _ids(MICRO)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.copy_(p.bfloat16().float())  # the same weights in both precisions: only the compute differs
+        full = ours(ids)
+        half = ours.to(torch.bfloat16)(ids)
+        cache = ours.new_cache(2, 24)
+        steps = [ours(ids[:, :20], cache=cache)] + [ours(ids[:, i : i + 1], cache=cache) for i in range(20, 24)]
+    assert half.dtype == torch.bfloat16 and cache.k[0].dtype == torch.bfloat16
+    assert (half.float() - full).abs().max() < 0.05 * full.abs().max()
+    assert (torch.cat(steps, dim=1).float() - full).abs().max() < 0.05 * full.abs().max()
+
+
 # --- KV cache and padding --------------------------------------------------------------------------------------
 
 
