@@ -99,8 +99,8 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from wavefoundry.train.export import export_model
+    from wavefoundry.pipelines import export_any
 
-    out = export_model(args.run, args.out, ema=not args.no_ema)
+    out = export_any(args.run, args.out, ema=not args.no_ema)
     print(f"exported to {out}")
     return 0

@@ -38,7 +38,8 @@ def _write_model_dir(out: Path, kind: str, model_cfg, state: dict, step: str, em
 def export_model(path: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
     """Export the latest checkpoint of a run of any exportable task (autoencoder, diffusion)."""
     cfg = load_run_config(resolve_model_dir(path))
-    exporters = {"autoencoder": export_autoencoder, "diffusion": export_text_to_audio}
+    exporters = {"autoencoder": export_autoencoder, "semantic-codec": export_autoencoder,
+                 "diffusion": export_text_to_audio}  # fmt: skip
     if cfg.task not in exporters:
         raise ValueError(f"a '{cfg.task}' run cannot be exported; exportable tasks: {', '.join(exporters)}")
     return exporters[cfg.task](path, out_dir, ema=ema)
@@ -78,7 +79,7 @@ def export_autoencoder(path: str | Path, out_dir: str | Path, *, ema: bool = Tru
     """
     model_dir = resolve_model_dir(path)
     cfg = load_run_config(model_dir)
-    if cfg.task != "autoencoder":
+    if cfg.task not in ("autoencoder", "semantic-codec"):  # a semantic codec exports its autoencoder (no CTC head)
         raise ValueError(f"{model_dir} is a '{cfg.task}' run, not an autoencoder")
     prefix = "autoencoder."
     state = {k[len(prefix) :]: v for k, v in checkpoint_state(model_dir, ema=ema).items() if k.startswith(prefix)}

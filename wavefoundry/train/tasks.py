@@ -81,6 +81,7 @@ BUILTIN_TASK_MODULES = (
     "wavefoundry.train.diffusion",
     "wavefoundry.train.contrastive",
     "wavefoundry.train.semantic_codec",
+    "wavefoundry.train.lm",
 )
 
 
