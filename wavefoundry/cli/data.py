@@ -1,4 +1,4 @@
-"""``wavefoundry data synth|scan|shard|encode|inspect``: build and look at datasets."""
+"""``wavefoundry data synth|speech|scan|shard|encode|inspect``: build and look at datasets."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_synth)
+
+    p = cmds.add_parser("speech", help="render a speech corpus with espeak-ng (built-in sentences or a text file)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (audio/ + manifest.jsonl)")
+    p.add_argument("--items", type=int, default=1000, help="number of utterances (default 1000)")
+    p.add_argument("--languages", default="en,de,fr,es,it", help="built-in sentence languages, comma-separated")
+    p.add_argument("--text", type=Path, help="text file, one sentence per line (instead of built-in sentences)")
+    p.add_argument("--language", default="", help="espeak-ng language of --text (e.g. en)")
+    p.add_argument("--license", default="CC0-1.0", help="licence id of the --text sentences (default CC0-1.0)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="sample rate in Hz (default 16000)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of transcripts in the valid split")
+    p.add_argument("--workers", type=int, default=None, help="render threads (default: cores, at most 4)")
+    p.add_argument("--force", action="store_true", help="render again even if an identical build is there")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_speech)
 
     p = cmds.add_parser("scan", help="folder of audio + metadata -> manifest.jsonl, rejects.jsonl, ATTRIBUTION.csv")
     p.add_argument("root", type=Path, help="folder searched recursively for audio")
@@ -77,6 +92,24 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     manifest = generate_synthcaps(args.out, cfg, workers=args.workers, progress=not args.no_progress)
     print(f"wrote {cfg.n_items} items to {manifest}")
+    return 0
+
+
+def run_speech(args: argparse.Namespace) -> int:
+    from wavefoundry.data.speech import SpeechConfig, build_speech
+
+    cfg = SpeechConfig(
+        n_items=args.items,
+        languages=tuple(lang.strip() for lang in args.languages.split(",") if lang.strip()),
+        sample_rate=args.sample_rate,
+        seed=args.seed,
+        valid_fraction=args.valid_fraction,
+        text_file=str(args.text or ""),
+        text_language=args.language,
+        text_license=args.license,
+    )
+    report = build_speech(args.out, cfg, workers=args.workers, progress=not args.no_progress, force=args.force)
+    print(report.summary())
     return 0
 
 
