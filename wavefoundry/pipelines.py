@@ -544,6 +544,13 @@ class AudioLM:
         new = self._generate(prompt, n, lambda step, ids: masks[step % k], self.layout.audio_end, **sampling)
         return parse_generated(self.layout, new[: frames * k], "audio").segment.tokens
 
+    def max_tts_seconds(self, text: str) -> float:
+        """The longest ``seconds_max`` whose frames fit after the TTS prompt of ``text`` in ``max_seq_len``."""
+        from wavefoundry.lm.prompts import tts_prompt
+
+        left = self.max_seq_len - len(tts_prompt(self.layout, self._text_ids(text))) - 1  # 1: <|audio_end|>
+        return max(0, left) // self.layout.n_selected / self.frame_rate
+
     def tts_codes(
         self,
         text: str,
