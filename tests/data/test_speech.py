@@ -337,10 +337,12 @@ def test_an_identical_build_is_reused(tmp_path):
     manifest = prepare_speech(cfg, cache_dir=tmp_path, progress=False)
     assert manifest.parent == speech_cache_dir(cfg, tmp_path)
     first = sorted((manifest.parent / "audio").iterdir())
-    first[0].unlink()  # a rebuild would write it again
+    stamps = [p.stat().st_mtime_ns for p in first]
     report = build_speech(manifest.parent, cfg, progress=False)
-    assert report.cached and report.kept == 3 and not first[0].exists()
-    assert not build_speech(manifest.parent, cfg, progress=False, force=True).cached and first[0].exists()
+    assert report.cached and report.kept == 3 and [p.stat().st_mtime_ns for p in first] == stamps
+    first[0].unlink()  # a build with missing audio is not reused
+    assert not build_speech(manifest.parent, cfg, progress=False).cached and first[0].exists()
+    assert not build_speech(manifest.parent, cfg, progress=False, force=True).cached
     # another config into the same folder: a fresh build, and audio it did not write is removed
     build_speech(manifest.parent, SpeechConfig(n_items=2), progress=False)
     assert sorted(p.name for p in (manifest.parent / "audio").iterdir()) == [p.name for p in first[:2]]

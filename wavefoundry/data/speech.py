@@ -31,7 +31,7 @@ from wavefoundry.audio.io import save_audio
 from wavefoundry.config import atomic_write_bytes, to_dict
 from wavefoundry.data.espeak import RenderError, espeak_inventory, find_espeak, render_speech, trim_silence
 from wavefoundry.data.licenses import LicensePolicy, license_url, requires_attribution
-from wavefoundry.data.manifest import ManifestItem, write_manifest
+from wavefoundry.data.manifest import ManifestItem, read_manifest, write_manifest
 from wavefoundry.data.sources.scan import ATTRIBUTION_COLUMNS, Reject
 from wavefoundry.data.speech_text import LANGUAGES, LEXICONS, clean_text, normalize_transcript, sentence
 
@@ -143,7 +143,7 @@ def assign_split(language: str, transcript: str, valid_fraction: float) -> str:
     return "valid" if int.from_bytes(digest[:8], "big") / 2.0**64 < valid_fraction else "train"
 
 
-def _voice_draw(cfg: SpeechConfig, index: int, language: str) -> tuple[str, int, int]:
+def _voice_draw(cfg: SpeechConfig, index: int) -> tuple[str, int, int]:
     # A stream of its own, so that changing the sentence generator never changes the voices.
     rng = np.random.default_rng([cfg.seed, index, 1])
     variant = cfg.variants[int(rng.integers(len(cfg.variants)))]
@@ -158,7 +158,7 @@ def generated_utterance(cfg: SpeechConfig, index: int) -> Utterance:
         raise ValueError(f"index must be >= 0, got {index}")
     language = cfg.languages[index % len(cfg.languages)]
     sent = sentence(cfg.seed, index, language, max_chars=cfg.max_chars)
-    variant, rate, pitch = _voice_draw(cfg, index, language)
+    variant, rate, pitch = _voice_draw(cfg, index)
     return Utterance(
         index=index,
         text=sent.text,
@@ -200,7 +200,7 @@ def plan(cfg: SpeechConfig) -> list[Utterance | Reject]:
             )
             out.append(Reject(where, reason, "text", "text too long" if transcript else "no words"))
             continue
-        variant, rate, pitch = _voice_draw(cfg, index, cfg.text_language)
+        variant, rate, pitch = _voice_draw(cfg, index)
         out.append(
             Utterance(
                 index=index,
@@ -356,22 +356,22 @@ def default_workers(n_items: int) -> int:
 
 
 def _cached(out_dir: Path, record: dict[str, Any]) -> SpeechReport | None:
+    """The report of an earlier complete build of the same config and espeak-ng with all its audio, else None."""
     try:
         old = json.loads((out_dir / "speech.json").read_text())
+        same = isinstance(old, dict) and all(old.get(k) == record[k] for k in ("config_hash", "espeak"))
+        items = read_manifest(out_dir / "manifest.jsonl") if same else None
+        rejected = len((out_dir / "rejects.jsonl").read_text().splitlines()) if same else 0
     except (OSError, ValueError):
         return None
-    keys = ("config_hash", "espeak")
-    if not isinstance(old, dict) or any(old.get(k) != record[k] for k in keys):
+    if items is None or not all(Path(i.path).is_file() for i in items):
         return None
-    if not (out_dir / "manifest.jsonl").is_file():
-        return None
-    counts = old.get("counts", {})
     return SpeechReport(
         manifest_path=out_dir / "manifest.jsonl",
         rejects_path=out_dir / "rejects.jsonl",
-        kept=int(counts.get("kept", 0)),
-        rejected=int(counts.get("rejected", 0)),
-        total_seconds=float(counts.get("seconds", 0.0)),
+        kept=len(items),
+        rejected=rejected,
+        total_seconds=sum(i.duration_s for i in items),
         elapsed_s=0.0,
         cached=True,
     )
