@@ -1,5 +1,6 @@
 """Public inference API. ``Codec.from_pretrained(dir)`` loads an exported autoencoder for encoding and decoding;
-``TextToAudio.from_pretrained(dir)`` a text-to-audio model for generation.
+``TextToAudio.from_pretrained(dir)`` a text-to-audio model for generation; ``AudioLM.from_pretrained(dir)`` a discrete
+audio LM for ASR, TTS and continuation (its directory layout: :func:`export_audio_lm`, docs/audio_lm.md).
 
 An exported model directory holds ``config.json`` (``{"type": ..., "model": {...}}``, loaded strictly),
 ``model.safetensors`` and a ``README.md`` model card. Training runs are turned into one by ``wavefoundry export``.

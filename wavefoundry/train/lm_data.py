@@ -255,6 +255,9 @@ class Corpus:
     @classmethod
     def load(cls, root: str | Path) -> Corpus:
         root = Path(root)
+        if not (root / INDEX_FILE).is_file():
+            raise FileNotFoundError(f"tokenised corpus not found: {root} (the lm task's prepare_data builds it from "
+                                    "data.manifest, data.codec and the tokenizer; they must be unchanged)")  # fmt: skip
         info = read_json(root / INDEX_FILE)
         tensors = load_file(str(root / CORPUS_FILE))
         n = len(info["items"])
