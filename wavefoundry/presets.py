@@ -21,6 +21,7 @@ from wavefoundry.train.contrastive import ContrastiveRunConfig
 from wavefoundry.train.datasource import DataConfig
 from wavefoundry.train.diffusion import DiffusionRunConfig, LatentDataConfig, ObjectiveConfig, TextToAudioConfig
 from wavefoundry.train.engine import TrainConfig
+from wavefoundry.train.lm import lm_speech_tiny
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
 from wavefoundry.train.semantic_codec import semantic_codec_tiny
@@ -155,6 +156,7 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tagger-eval": tagger_eval,
     "clap-synthcaps": clap_synthcaps,
     "semantic-codec-tiny": semantic_codec_tiny,
+    "lm-speech-tiny": lm_speech_tiny,
 }
 
 
