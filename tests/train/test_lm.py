@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -16,7 +15,7 @@ from wavefoundry.codecs.autoencoder import Autoencoder, AutoencoderConfig
 from wavefoundry.codecs.bottlenecks import BottleneckConfig, RVQConfig
 from wavefoundry.codecs.oobleck import OobleckConfig
 from wavefoundry.config import ConfigError, to_dict
-from wavefoundry.data.manifest import ManifestItem, write_manifest
+from wavefoundry.data.manifest import write_manifest
 from wavefoundry.lm.decoder import DecoderConfig, next_token_loss
 from wavefoundry.lm.sequences import parse_sequence
 from wavefoundry.lm.text_tokenizer import TextTokenizer
@@ -28,25 +27,9 @@ from wavefoundry.train.lm_data import Corpus, PackedRowDataset, load_audio_token
 from wavefoundry.train.logging import read_metrics
 from wavefoundry.train.tasks import build_task, load_run_config
 
-SR, HOP, CODES, K = 16000, 256, 32, 2
-TONES = {"a": 300.0, "b": 700.0, "c": 1500.0, "d": 3000.0}
-CHAR_SAMPLES = 1024  # 4 codec frames per character
+from .tone_speech import HOP, SR, tone_speech, write_speech
 
-
-def tone_speech(text: str) -> np.ndarray:
-    t = np.arange(CHAR_SAMPLES) / SR
-    parts = [0.3 * np.sin(2 * np.pi * TONES[c] * t) if c in TONES else np.zeros(CHAR_SAMPLES) for c in text]
-    return np.concatenate(parts).astype(np.float32)
-
-
-def write_speech(root, texts, split="train", start=0):
-    items = []
-    for i, text in enumerate(texts, start):
-        path = root / f"u{i}.wav"
-        sf.write(path, tone_speech(text), SR)
-        items.append(ManifestItem(id=f"u{i}", path=str(path), duration_s=len(text) * CHAR_SAMPLES / SR,
-                                  sample_rate=SR, channels=1, split=split, attrs={"transcript": text}))  # fmt: skip
-    return items
+CODES, K = 32, 2
 
 
 def make_manifest(root):

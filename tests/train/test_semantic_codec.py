@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from wavefoundry.codecs.autoencoder import AutoencoderConfig
@@ -14,7 +13,7 @@ from wavefoundry.codecs.oobleck import OobleckConfig
 from wavefoundry.codecs.semantic import CharVocab, char_error_rate
 from wavefoundry.config import ConfigError
 from wavefoundry.data.datasets import ClipConfig
-from wavefoundry.data.manifest import ManifestItem, read_manifest, write_manifest
+from wavefoundry.data.manifest import read_manifest, write_manifest
 from wavefoundry.train.engine import train
 from wavefoundry.train.logging import read_metrics
 from wavefoundry.train.semantic_codec import (
@@ -26,26 +25,7 @@ from wavefoundry.train.semantic_codec import (
 )
 from wavefoundry.train.tasks import build_task, load_model, load_run_config
 
-SR, HOP = 16000, 256
-TONES = {"a": 300.0, "b": 700.0, "c": 1500.0, "d": 3000.0}
-CHAR_SAMPLES = 1024  # 4 codec frames per character
-
-
-def _utterance(text: str) -> np.ndarray:
-    t = np.arange(CHAR_SAMPLES) / SR
-    parts = [0.3 * np.sin(2 * np.pi * TONES[c] * t) if c in TONES else np.zeros(CHAR_SAMPLES) for c in text]
-    return np.concatenate(parts).astype(np.float32)
-
-
-def write_speech(root, texts, split="train", start=0):
-    items = []
-    for i, text in enumerate(texts, start):
-        path = root / f"u{i}.wav"
-        audio = _utterance(text)
-        sf.write(path, audio, SR)
-        items.append(ManifestItem(id=f"u{i}", path=str(path), duration_s=len(audio) / SR, sample_rate=SR, channels=1,
-                                  split=split, attrs={"transcript": text.upper()}))  # fmt: skip
-    return items
+from .tone_speech import CHAR_SAMPLES, HOP, SR, tone_speech, write_speech
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +33,8 @@ def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("speech")
     rng = np.random.default_rng(0)
     texts = ["".join(rng.choice(list("abcd "), size=int(rng.integers(3, 7)))).strip() or "a" for _ in range(16)]
-    items = write_speech(root, texts[:12]) + write_speech(root, texts[12:], split="valid", start=12)
+    items = write_speech(root, texts[:12], transcript=str.upper)
+    items += write_speech(root, texts[12:], split="valid", start=12, transcript=str.upper)
     return write_manifest(root / "manifest.jsonl", items)
 
 
@@ -134,12 +115,12 @@ def test_generator_loss_adds_weight_times_ctc(manifest):
 
 def test_dataset_yields_whole_padded_utterances_with_targets(manifest, tmp_path):
     vocab = CharVocab("abcd ")
-    items = write_speech(tmp_path, ["ab", "abcdabc"])  # 2 and 7 characters: 0.128 s and 0.448 s
+    items = write_speech(tmp_path, ["ab", "abcdabc"], transcript=str.upper)  # 2 and 7 characters: 0.128 s and 0.448 s
     clips = TranscribedClips(items, ClipConfig(sample_rate=SR, seconds=0.4), vocab, hop=HOP)
     assert len(clips) == 1  # the 0.448 s utterance is longer than the padded length
     sample = clips[(0, 123)]
     assert sample["audio"].shape == (1, 6400) and int(sample["padding_mask"].sum()) == 2 * CHAR_SAMPLES
-    np.testing.assert_allclose(sample["audio"][0, : 2 * CHAR_SAMPLES].numpy(), _utterance("ab"), atol=1e-4)
+    np.testing.assert_allclose(sample["audio"][0, : 2 * CHAR_SAMPLES].numpy(), tone_speech("ab"), atol=1e-4)
     assert sample["targets"].tolist() == vocab.encode("ab")
     batch = collate_transcribed([clips[(0, 1)], clips[(0, 2)]])
     assert batch["targets"].shape == (2, 2) and batch["target_lengths"].tolist() == [2, 2]
@@ -147,7 +128,7 @@ def test_dataset_yields_whole_padded_utterances_with_targets(manifest, tmp_path)
 
 def test_dataset_and_task_errors(manifest, tmp_path):
     vocab = CharVocab("ab")
-    (item,) = write_speech(tmp_path, ["ab"])
+    (item,) = write_speech(tmp_path, ["ab"], transcript=str.upper)
     bare = dataclasses.replace(item, attrs={})
     with pytest.raises(ValueError, match="no attrs\\['transcript'\\]"):
         TranscribedClips([bare], ClipConfig(sample_rate=SR, seconds=0.4), vocab, hop=HOP)
