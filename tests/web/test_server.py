@@ -4,7 +4,6 @@ Playwright), and removal of every output when the server stops."""
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,10 +44,10 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for pid {pid}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _start_server(log_dir: Path) -> dict:
+    """``wavefoundry serve`` on a free port (models/t2a-tiny and a missing second model), once it answers."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log_path = log_dir / "serve.log"
     cmd = [sys.executable, "-m", "wavefoundry.cli", "serve", "--model", str(T2A), "--model", str(T2A.parent / "nope"),
            "--port", str(port), "--queue-size", str(QUEUE_SIZE), "--concurrency", "1",
            "--max-seconds", "10"]  # fmt: skip
@@ -60,16 +59,21 @@ def server(tmp_path_factory):
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return {"url": url, "proc": proc, "log": log_path}
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"server did not start:\n{log_path.read_text()}")
         time.sleep(0.5)
-    yield {"url": url, "proc": proc, "log": log_path}
-    proc.terminate()
-    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    started = _start_server(tmp_path_factory.mktemp("serve"))
+    yield started
+    started["proc"].terminate()
+    started["proc"].wait(30)
 
 
 def _client(url):
@@ -199,12 +203,17 @@ def test_browser_types_a_prompt_and_gets_audio(server, tmp_path):
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000
 
 
-def test_stopping_the_server_removes_its_outputs(server):
-    match = re.search(r"outputs in (\S+)", server["log"].read_text())
-    assert match, server["log"].read_text()
-    root = Path(match.group(1))
-    assert root.is_dir() and any(root.rglob("*.wav"))
-    server["proc"].terminate()
-    assert server["proc"].wait(30) in (0, 130)
-    assert not root.exists()
-    shutil.rmtree(root, ignore_errors=True)
+def test_stopping_the_server_removes_its_outputs(tmp_path):
+    # A server of its own: the test order (and xdist) must not matter to the shared one.
+    own = _start_server(tmp_path)
+    try:
+        assert Path(_predict(_client(own["url"]))[0]).is_file()
+        match = re.search(r"outputs in (\S+)", own["log"].read_text())
+        assert match, own["log"].read_text()
+        root = Path(match.group(1))
+        assert root.is_dir() and any(root.rglob("*.wav"))
+        own["proc"].terminate()
+        assert own["proc"].wait(30) in (0, 130)
+        assert not root.exists()
+    finally:
+        own["proc"].kill()
