@@ -144,9 +144,10 @@ def test_gate_admits_concurrency_plus_queue_and_refuses_the_rest():
 
 def test_result_store_keeps_the_newest_and_close_removes_everything():
     store = ResultStore(keep=2)
-    folders = [store.new() for _ in range(4)]
-    for f in folders:
-        (f / "x.wav").write_bytes(b"1") if f.exists() else None
+    folders = []
+    for _ in range(4):
+        folders.append(store.new())
+        (folders[-1] / "x.wav").write_bytes(b"1")
     assert [f.exists() for f in folders] == [False, False, True, True]
     store.close()
     assert not store.root.exists()
