@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from wavefoundry.audio.io import load_audio
+from wavefoundry.web.app import API_NAME, INPUTS
 
 pytestmark = pytest.mark.xdist_group("web-server")
 
@@ -83,8 +84,11 @@ def _client(url):
 
 
 def _predict(client, *, prompt=PROMPT, seconds=2.0, steps=8, model="t2a-tiny", seed=0, init=None, noise=1.0):
-    return client.predict(model, prompt, "", seconds, steps, 5.0, "dpmpp-3m-sde", seed, init, noise,
-                          api_name="/generate")  # fmt: skip
+    """One call of the documented endpoint, its inputs passed in the documented order (``app.INPUTS``)."""
+    values = {"model": model, "prompt": prompt, "negative_prompt": "", "seconds": seconds, "steps": steps,
+              "cfg_scale": 5.0, "sampler": "dpmpp-3m-sde", "seed": seed, "init_audio": init,
+              "init_noise": noise}  # fmt: skip
+    return client.predict(*(values[name] for name in INPUTS), api_name=API_NAME)
 
 
 def test_binds_to_localhost_only(server):

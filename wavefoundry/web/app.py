@@ -112,12 +112,12 @@ def build_app(service: WebService):
     return app
 
 
-def launch(app, service: WebService, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Start the server (blocking unless ``block`` is False); returns (app, local URL)."""
+def launch(app, service: WebService, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> str:
+    """Start the server (blocking unless ``block`` is False); returns its local URL."""
     gr = _gradio(service)
     # System fonts: the default theme would fetch Google Fonts, which an offline workstation cannot reach.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     _, url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
                            max_file_size=f"{service.limits.max_upload_mb:g}mb", theme=theme,
                            footer_links=["api"], ssr_mode=False, show_error=True)  # fmt: skip
-    return app, url
+    return url
