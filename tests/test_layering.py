@@ -16,7 +16,7 @@ ALLOWED = {
     **{m: {"nn", "audio", "config"} for m in MODELS},
     "data": {"audio", "config"},
     "eval": {"audio", "config", "nn", "understanding"},  # embedder networks (OpenL3, PaSST, ...) live in understanding
-    "scaling": {"config"},
+    "scaling": {"config", "lm", "train"},  # flops read decoder shapes; isoflop runs sweeps through the engine
     "formats": {"nn", "config", *MODELS},
     "train": {"config", "audio", "data", "nn", *MODELS},
     "pipelines": {"config", "audio", "nn", "train", "formats", *MODELS},

@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from wavefoundry.cli import codec, data, demo, generate, lm, serve, train
+from wavefoundry.cli import codec, data, demo, generate, lm, scaling, serve, train
 from wavefoundry.cli import eval as eval_cmd
 
-COMMANDS = (data, train, codec, generate, eval_cmd, demo, serve, lm)
+COMMANDS = (data, train, codec, generate, eval_cmd, demo, serve, lm, scaling)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Scaling-law tools: FLOP accounting (flops), IsoFLOP sweeps (isoflop), Chinchilla fits (fit), compute plans (plan)."""
