@@ -135,3 +135,40 @@ def test_partial_checkpoint_from_a_kill_is_ignored_and_removed(tmp_path):
     train(ToyTask(cfg), tmp_path / "run", resume=True)
     assert not partial.exists()
     assert ckpt.latest_checkpoint(tmp_path / "run").name == "step-00000006"
+
+
+def test_init_from_loads_weights_then_trains_and_resume_ignores_it(tmp_path, caplog):
+    train(ToyTask(_cfg(steps=20)), tmp_path / "base")
+    source = ckpt.latest_checkpoint(tmp_path / "base") / "model.safetensors"
+    base = load_file(str(source))
+    trainer = Trainer(ToyTask(_cfg(steps=4, init_from=str(source))), tmp_path / "tuned")
+    start = trainer.model.state_dict()
+    assert all(torch.equal(start[k], base[k]) for k in base)  # the fine-tune starts exactly at the source
+    fresh = Trainer(ToyTask(_cfg(steps=4)), tmp_path / "fresh").model.state_dict()
+    assert not torch.equal(fresh["inp.weight"], base["inp.weight"])
+    trainer.fit(until=2)
+    # resume reads the checkpoint, not init_from (which may be gone by then)
+    moved = tmp_path / "moved.safetensors"
+    source.rename(moved)
+    result = train(ToyTask(_cfg(steps=4, init_from=str(source))), tmp_path / "tuned", resume=True)
+    assert result.step == 4
+
+
+def test_init_from_a_model_directory_logs_differing_settings(tmp_path, caplog):
+    train(ToyTask(_cfg(steps=2)), tmp_path / "base")
+    model_dir = ckpt.latest_checkpoint(tmp_path / "base")  # holds config.json (task config) + model.safetensors
+    cfg = _cfg(steps=2, init_from=str(model_dir))
+    cfg.model.dropout = 0.3  # same shapes, another setting: allowed, and said
+    with caplog.at_level("WARNING"):
+        Trainer(ToyTask(cfg), tmp_path / "tuned")
+    assert "differ from the run's in dropout" in caplog.text
+
+
+def test_init_from_bad_sources_are_clear_errors(tmp_path):
+    with pytest.raises(ckpt.ModelLoadError, match="exported model directory or a .safetensors file"):
+        Trainer(ToyTask(_cfg(steps=2, init_from=str(tmp_path / "missing"))), tmp_path / "a")
+    train(ToyTask(ToyRunConfig(train=TrainConfig(steps=1, batch_size=4, progress=False, tensorboard=False),
+                               model=ToyModelConfig(width=8))), tmp_path / "narrow")  # fmt: skip
+    narrow = ckpt.latest_checkpoint(tmp_path / "narrow") / "model.safetensors"
+    with pytest.raises(ckpt.ModelLoadError, match="wrong shape: inp.weight"):
+        Trainer(ToyTask(_cfg(steps=2, init_from=str(narrow))), tmp_path / "b")

@@ -93,6 +93,9 @@ class AutoencoderTask(Task):
     def build_model(self) -> nn.Module:
         return CodecTrainer(self.config)
 
+    def init_module(self, model: nn.Module) -> nn.Module:
+        return model.autoencoder  # the exported codec; the discriminator starts fresh
+
     def optimizer_groups(self, model: nn.Module) -> dict:
         return {
             "generator": (model.autoencoder, self.config.optim),

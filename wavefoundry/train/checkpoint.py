@@ -14,6 +14,7 @@ run killed at any instant leaves every visible checkpoint complete. Weights are 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,7 +25,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from wavefoundry.config import save_json
+from wavefoundry.config import read_json, save_json, to_dict
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -143,3 +146,47 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         size = int.from_bytes(fh.read(8), "little")
         header = json.loads(fh.read(size))
     return header.get("__metadata__", {})
+
+
+class ModelLoadError(ValueError):
+    """A model directory is missing, of the wrong type, or its weights do not match its config."""
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load weights with every key and shape matching; the error lists the first offending keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [f"{name}: {', '.join(keys[:5])}" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]  # fmt: skip
+        raise ModelLoadError(f"{where}: weights do not match the model ({'; '.join(parts)})")
+    module.load_state_dict(state, strict=True)
+
+
+def init_weights(module: torch.nn.Module, source: str | Path, run_config: object) -> None:
+    """Fine-tuning start: load an exported model directory's (or a ``.safetensors`` file's) weights into ``module``.
+
+    Keys and shapes must match exactly (:func:`load_strict`). Where the directory's ``config.json`` describes the
+    model differently from ``run_config.model`` (e.g. another quantizer dropout), the differing fields are logged:
+    same shapes, other settings is a legitimate fine-tune, but it should not go unnoticed.
+    """
+    path = Path(source)
+    file = path / "model.safetensors" if path.is_dir() else path
+    if file.suffix != ".safetensors" or not file.is_file():
+        raise ModelLoadError(f"train.init_from={source}: expected an exported model directory or a .safetensors file")
+    load_strict(module, load_file(str(file)), str(file))
+    config = path / "config.json"
+    ours = getattr(run_config, "model", None)
+    if path.is_dir() and config.is_file() and ours is not None:
+        theirs = read_json(config).get("model", {})
+        mine = to_dict(ours)
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            log.warning("train.init_from=%s: model settings differ from the run's in %s", source, ", ".join(differ))
+    log.info("initialised %d tensors from %s", len(module.state_dict()), file)

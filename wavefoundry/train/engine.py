@@ -37,7 +37,12 @@ log = logging.getLogger("wavefoundry.train")
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """Loop settings. ``batch_size`` is the global batch of one optimizer step (all ranks, all micro-steps)."""
+    """Loop settings. ``batch_size`` is the global batch of one optimizer step (all ranks, all micro-steps).
+
+    ``init_from``: weights to start from (fine-tuning): an exported model directory (``wavefoundry export``) or a
+    ``.safetensors`` file whose keys match the task's :meth:`~wavefoundry.train.tasks.Task.init_module`. Read when
+    a run starts, not on ``--resume`` (the checkpoint holds the weights then).
+    """
 
     steps: int = 1000
     batch_size: int = 16
@@ -56,6 +61,7 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     tensorboard: bool = True
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -113,6 +119,8 @@ class Trainer:
         D.barrier(self.info)
         _seed_everything(self.tc.seed)  # identical initial weights on every rank
         model = task.build_model()
+        if self.tc.init_from and not (resume and ckpt.latest_checkpoint(self.run_dir) is not None):
+            ckpt.init_weights(task.init_module(model), self.tc.init_from, self.cfg)
         if self.tc.activation_checkpointing:
             D.apply_activation_checkpointing(model)
         self.model = D.wrap_model(model, self.tc.strategy, self.info)

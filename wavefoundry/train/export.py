@@ -9,12 +9,11 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from wavefoundry.codecs.autoencoder import Autoencoder, AutoencoderConfig
 from wavefoundry.config import ConfigError, atomic_write_bytes, from_dict, read_json, to_dict
-from wavefoundry.train.checkpoint import load_weights, read_metadata, resolve_model_dir
+from wavefoundry.train.checkpoint import ModelLoadError, load_strict, load_weights, read_metadata, resolve_model_dir
 from wavefoundry.train.tasks import load_run_config
 
 
@@ -89,10 +88,6 @@ def export_autoencoder(path: str | Path, out_dir: str | Path, *, ema: bool = Tru
     return out
 
 
-class ModelLoadError(ValueError):
-    """A model directory is missing, of the wrong type, or its weights do not match its config."""
-
-
 def read_model_config(path: str | Path, expected_type: str) -> dict:
     """The ``model`` section of an exported ``config.json`` whose ``type`` is ``expected_type``."""
     file = Path(path) / "config.json"
@@ -103,23 +98,6 @@ def read_model_config(path: str | Path, expected_type: str) -> dict:
     if not isinstance(data, dict) or data.get("type") != expected_type or set(data) != {"type", "model"}:
         raise ModelLoadError(f"{file}: expected {{'type': '{expected_type}', 'model': {{...}}}}")
     return data["model"]
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load weights with every key and shape matching; the error lists the first offending keys."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"{name}: {', '.join(keys[:5])}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]  # fmt: skip
-        raise ModelLoadError(f"{where}: weights do not match the model ({'; '.join(parts)})")
-    module.load_state_dict(state, strict=True)
 
 
 def load_autoencoder(path: str | Path) -> Autoencoder:

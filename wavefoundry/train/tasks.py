@@ -64,6 +64,11 @@ class Task(abc.ABC):
     ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Scalar loss to minimise (or one per optimizer name) and detached scalar metrics to log."""
 
+    def init_module(self, model: nn.Module) -> nn.Module:
+        """The part of ``model`` that ``train.init_from`` weights load into: the part ``wavefoundry export``
+        writes (default: the whole model)."""
+        return model
+
     def optimizer_groups(self, model: nn.Module) -> dict[str, tuple[nn.Module, OptimConfig]]:
         """Optimizers by name: the sub-module each updates and its settings. ``loss_fn`` then returns a dict of
         losses with the same names (e.g. generator and discriminator). Default: one optimizer over the model."""
