@@ -8,7 +8,8 @@ import pytest
 
 from tests.scaling.test_plan import BUDGETS_FIT, approach2_from, approach3_block, write_fit
 from wavefoundry.cli import main
-from wavefoundry.scaling.plan import besiroglu, checks_table, chinchilla, published_checks, soda
+from wavefoundry.scaling.plan import besiroglu, chinchilla, soda
+from wavefoundry.scaling.published import checks_table, published_checks
 
 DOCS = Path(__file__).parents[2] / "docs" / "scaling_plan.md"
 

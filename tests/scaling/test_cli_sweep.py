@@ -13,7 +13,8 @@ from wavefoundry.cli import main
 from wavefoundry.data.manifest import write_manifest
 from wavefoundry.lm.decoder import DecoderConfig
 from wavefoundry.scaling.flops import levanter_flops_per_token
-from wavefoundry.scaling.isoflop import COLUMNS, FamilyRule
+from wavefoundry.scaling.isoflop import FamilyRule
+from wavefoundry.scaling.table import COLUMNS
 from wavefoundry.train import checkpoint as ckpt
 from wavefoundry.train.logging import read_metrics
 

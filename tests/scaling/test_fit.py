@@ -16,13 +16,12 @@ from wavefoundry.scaling.fit import (
     Approach3Config,
     FitError,
     ScalingFit,
-    Table,
     fit_approach2,
     fit_approach3,
     load_fit,
-    read_table,
     save_fit,
 )
+from wavefoundry.scaling.table import REQUIRED_COLUMNS, Table
 
 # Hoffmann et al. 2022's Approach 3 constants: the synthetic truth
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -48,64 +47,6 @@ def law_table(*, sigma=0.0, seed=0, budgets=BUDGETS, sizes=7, span=1.4, law=LAW)
     N = np.concatenate([law_optimum(c, law) * np.exp(np.linspace(-span, span, sizes)) for c in budgets])
     D = C / (6 * N)
     return Table(budget=C, N=N, D=D, loss=law_loss(N, D, law) * np.exp(rng.normal(0, sigma, N.size)))
-
-
-def write_csv(path, header, rows):
-    path.write_text("\n".join([",".join(header), *(",".join(map(str, r)) for r in rows)]) + "\n")
-    return path
-
-
-# ------------------------------------------------------------------------------------------------ table
-
-
-def test_read_table_keeps_columns_and_line_numbers(tmp_path):
-    path = write_csv(tmp_path / "t.csv", ["run", "budget", "N", "steps", "D", "loss"],
-                     [["x", 1e18, 1e8, 3, 1.6e9, 3.1], ["y", 1e18, 2e8, 4, 8e8, 3.0]])  # fmt: skip
-    table = read_table(path)
-    np.testing.assert_array_equal(table.N, [1e8, 2e8])
-    np.testing.assert_array_equal(table.loss, [3.1, 3.0])
-    assert table.rows == [f"{path} line 2", f"{path} line 3"]
-
-
-@pytest.mark.parametrize(
-    ("header", "rows", "message"),
-    [
-        (["budget", "N", "loss"], [[1, 2, 3]], "missing column(s) D; found: budget, N, loss"),
-        (["budget", "N", "D", "loss"], [[1, 2, 3, 4], [1, 2, 3, "abc"]], "line 3: loss = 'abc' is not a number"),
-        (["budget", "N", "D", "loss"], [[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, "nan"]], "line 4: loss = nan is not"),
-        (["budget", "N", "D", "loss"], [[1, 2, 3, "inf"]], "line 2: loss = inf is not finite"),
-        (["budget", "N", "D", "loss"], [[1, 2, 3, ""]], "line 2: loss = '' is not a number"),
-        (["budget", "N", "D", "loss"], [[1, -2, 3, 4]], "line 2: N = -2.0 is not positive"),
-        (["budget", "N", "D", "loss"], [], "no data rows"),
-    ],
-)  # fmt: skip
-def test_read_table_errors_name_the_row(tmp_path, header, rows, message):
-    path = write_csv(tmp_path / "t.csv", header, rows)
-    with pytest.raises(FitError) as err:
-        read_table(path)
-    assert message in str(err.value)
-
-
-def test_read_table_missing_file(tmp_path):
-    with pytest.raises(FitError, match="table not found"):
-        read_table(tmp_path / "absent.csv")
-
-
-def test_table_rejects_nan_in_memory():
-    with pytest.raises(FitError, match="row 2: loss = nan is not finite"):
-        Table(budget=[1, 1], N=[1, 2], D=[1, 2], loss=[1.0, float("nan")])
-
-
-def test_exclude_highest_loss_drops_the_k_largest_in_order():
-    table = Table(budget=[1] * 5, N=[1, 2, 3, 4, 5], D=[1] * 5, loss=[3.0, 9.0, 1.0, 7.0, 2.0])
-    kept = table.exclude_highest_loss(2)
-    np.testing.assert_array_equal(kept.loss, [3.0, 1.0, 2.0])
-    assert kept.rows == ["row 1", "row 3", "row 5"]
-    assert table.exclude_highest_loss(0) is table
-    with pytest.raises(FitError, match="cannot leave out 5 highest-loss points of 5"):
-        table.exclude_highest_loss(5)
-    with pytest.raises(FitError, match="cannot leave out -1"):
-        table.exclude_highest_loss(-1)
 
 
 # ------------------------------------------------------------------------------------------- approach 2
@@ -172,7 +113,7 @@ def test_approach2_bootstrap_is_seeded():
 def test_approach2_leaves_out_budgets_with_too_few_sizes(caplog):
     table = parabola_table()
     extra = Table(budget=[1e22, 1e22], N=[1e9, 2e9], D=[1e22 / 6e9, 1e22 / 1.2e10], loss=[2.0, 2.1])
-    both = Table(**{c: np.concatenate([getattr(table, c), getattr(extra, c)]) for c in sf.REQUIRED_COLUMNS})
+    both = Table(**{c: np.concatenate([getattr(table, c), getattr(extra, c)]) for c in REQUIRED_COLUMNS})
     with caplog.at_level(logging.WARNING):
         fit = fit_approach2(both, Approach2Config(bootstrap=0))
     assert [o.budget for o in fit.optima] == [1e18, 1e19, 1e20, 1e21]

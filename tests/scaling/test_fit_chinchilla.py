@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wavefoundry.scaling.fit import Approach3Config, Table, fit_approach3
+from wavefoundry.scaling.fit import Approach3Config, fit_approach3
+from wavefoundry.scaling.table import Table
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
 pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"Chinchilla points not found at {DATA}")

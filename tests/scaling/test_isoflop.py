@@ -11,7 +11,6 @@ from wavefoundry.lm.decoder import DecoderConfig, param_count
 from wavefoundry.scaling import isoflop
 from wavefoundry.scaling.flops import train_flops_per_token
 from wavefoundry.scaling.isoflop import (
-    COLUMNS,
     FamilyRule,
     LeftOut,
     SweepConfig,
@@ -20,9 +19,9 @@ from wavefoundry.scaling.isoflop import (
     plan_point,
     plan_sweep,
     point_config,
-    read_table,
     run_sweep,
 )
+from wavefoundry.scaling.table import COLUMNS, read_rows
 from wavefoundry.train.engine import TrainingDiverged, TrainResult
 from wavefoundry.train.lm import lm_speech_tiny
 
@@ -184,11 +183,11 @@ def test_run_sweep_table_and_failures(tmp_path, monkeypatch):
     assert [c.model.dim for c in seen] == [p.model.dim for p in plan.points]
     assert result.trained == 2 and len(result.failed) == 2
     assert "nan" in result.failed[0][1] and "non-finite" in result.failed[1][1]
-    rows = read_table(tmp_path / "table.csv")
+    rows = read_rows(tmp_path / "table.csv")
     assert list(rows[0]) == list(COLUMNS)
     assert [r["loss"] for r in rows] == [2.0, 1.5]
     assert [r["run_dir"] for r in rows] == [str(tmp_path / "runs" / plan.points[i].name) for i in (0, 3)]
     for row, point in zip(rows, (plan.points[0], plan.points[3])):
         assert row["budget"] == point.budget and row["N"] == param_count(point.model) and row["D"] == point.tokens
-    assert len(read_table(tmp_path / "plan.csv")) == 4
+    assert len(read_rows(tmp_path / "plan.csv")) == 4
     assert (tmp_path / "table.jsonl").read_text().count("\n") == 2

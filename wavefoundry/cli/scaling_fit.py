@@ -37,10 +37,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from wavefoundry.scaling import fit as sf
     from wavefoundry.scaling import plots
+    from wavefoundry.scaling.table import read_table
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    table = sf.read_table(args.table).exclude_highest_loss(args.exclude_highest_loss)
+    table = read_table(args.table).exclude_highest_loss(args.exclude_highest_loss)
     wanted = APPROACHES[args.approach]
     fit = sf.ScalingFit()
     figures: list[Path] = []

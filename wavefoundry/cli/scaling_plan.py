@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from wavefoundry.scaling import plan
+from wavefoundry.scaling import plan, published
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -115,7 +115,7 @@ def _time(flops: float, hw: plan.HardwareProfile | None, args: argparse.Namespac
 
 def run_plan(args: argparse.Namespace) -> int:
     if args.check_published:
-        print(plan.checks_table(plan.published_checks(0.4 if args.mfu is None else args.mfu)))
+        print(published.checks_table(published.published_checks(0.4 if args.mfu is None else args.mfu)))
         return 0
     if args.tokens is not None and args.model_size is None:
         raise ValueError("--tokens goes with --model-size")

@@ -1,1 +1,2 @@
-"""Scaling-law tools: FLOP accounting (flops), IsoFLOP sweeps (isoflop), Chinchilla fits (fit), compute plans (plan)."""
+"""Scaling-law tools: FLOP accounting (flops), IsoFLOP sweeps (isoflop) into a table (table), Chinchilla fits (fit,
+with a batched L-BFGS in lbfgs), compute plans (plan) and their published checks (published)."""

@@ -5,20 +5,19 @@
   resampled with replacement within each budget.
 * Approach 3 (Hoffmann et al. sec. 3.3; parametrised as Besiroglu et al. 2024, arXiv 2404.10102):
   L(N, D) = E + A / N^alpha + B / D^beta, fitted as ln L_hat = LSE(a - alpha ln N, b - beta ln D, e) with
-  A = exp(a), B = exp(b), E = exp(e), minimising the Huber loss (delta 1e-3) of ln L_hat - ln L by L-BFGS from
-  a grid of starting points. Bootstrap: points are resampled with replacement, each resample warm-started from
-  the full-data optimum. a = beta / (alpha + beta), b = alpha / (alpha + beta).
+  A = exp(a), B = exp(b), E = exp(e), minimising the Huber loss (delta 1e-3) of ln L_hat - ln L by L-BFGS
+  (``scaling/lbfgs.py``) from a grid of starting points. Bootstrap: points are resampled with replacement, each
+  resample warm-started from the full-data optimum. a = beta / (alpha + beta), b = alpha / (alpha + beta).
 
-Input is a :class:`Table` (``read_table`` reads a CSV with at least ``budget,N,D,loss``). Bad input raises
-:class:`FitError` naming the row; doubtful results (a budget left out, a parabola that opens downward or has its
-minimum outside the sampled sizes, a fit that does not converge) are logged and listed in the result's
-``warnings`` and ``flags``, never silently turned into numbers.
+Input is a :class:`Table` (``scaling/table.py``; ``read_table`` reads a CSV with at least ``budget,N,D,loss``).
+Bad input raises :class:`FitError` naming the row; doubtful results (a budget left out, a parabola that opens
+downward or has its minimum outside the sampled sizes, a fit that does not converge) are logged and listed in the
+result's ``warnings`` and ``flags``, never silently turned into numbers.
 """
 
 # ruff: noqa: N802, N803, N815  (the papers' symbols N, D, C, W, k_N; DESIGN.md: math uses the paper's symbols)
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 import json
@@ -32,101 +31,17 @@ from typing import Any
 import numpy as np
 
 from wavefoundry.config import atomic_write_bytes
+from wavefoundry.scaling.lbfgs import CONVERGED, STALLED, lbfgs, multistart
+from wavefoundry.scaling.table import FitError, Table
 
 log = logging.getLogger(__name__)
 
 FORMAT = "wavefoundry-scaling-fit"
 VERSION = 1
-REQUIRED_COLUMNS = ("budget", "N", "D", "loss")
 PARAMS = ("E", "A", "B", "alpha", "beta")
 OPENS_DOWNWARD = "opens_downward"
 OUTSIDE_RANGE = "minimum_outside_range"
 EXCLUDED = "excluded"  # flagged budget left out of the power law (Approach2Config.drop_outside_range)
-
-
-class FitError(ValueError):
-    """A table or a fit file is unusable, or too little is left to fit."""
-
-
-# --------------------------------------------------------------------------------------------------- table
-
-
-@dataclass(kw_only=True)
-class Table:
-    """One row per trained model; every array is (P,) float64, finite and positive.
-
-    ``rows`` labels each row for error messages (``"sweep.csv line 4"``); default ``"row i"`` (1-based).
-    """
-
-    budget: np.ndarray
-    N: np.ndarray
-    D: np.ndarray
-    loss: np.ndarray
-    rows: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        for name in REQUIRED_COLUMNS:
-            setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
-        sizes = {name: getattr(self, name).size for name in REQUIRED_COLUMNS}
-        if len(set(sizes.values())) != 1:
-            raise FitError(f"table columns differ in length: {sizes}")
-        if self.rows is None:
-            self.rows = [f"row {i + 1}" for i in range(len(self))]
-        if len(self.rows) != len(self):
-            raise FitError(f"table has {len(self)} rows but {len(self.rows)} row labels")
-        if len(self) == 0:
-            raise FitError("table has no rows")
-        for name in REQUIRED_COLUMNS:
-            values = getattr(self, name)
-            for i in np.flatnonzero(~np.isfinite(values) | (values <= 0)):
-                what = "not finite" if not np.isfinite(values[i]) else "not positive"
-                raise FitError(f"{self.rows[i]}: {name} = {float(values[i])!r} is {what}")
-
-    def __len__(self) -> int:
-        return int(self.loss.size)
-
-    def take(self, index: np.ndarray) -> Table:
-        """The rows at integer ``index`` (in that order)."""
-        index = np.asarray(index, dtype=np.int64)
-        cols = {name: getattr(self, name)[index] for name in REQUIRED_COLUMNS}
-        return Table(**cols, rows=[self.rows[i] for i in index])
-
-    def exclude_highest_loss(self, k: int) -> Table:
-        """Drop the ``k`` rows with the highest loss (Besiroglu et al. drop 5 outliers), keeping the row order."""
-        if k < 0 or k >= len(self):
-            raise FitError(f"cannot leave out {k} highest-loss points of {len(self)} (need 0 <= k < {len(self)})")
-        if k == 0:
-            return self
-        dropped = np.argsort(self.loss, kind="stable")[len(self) - k :]
-        log.info("left out the %d highest-loss points: %s", k, ", ".join(self.rows[i] for i in sorted(dropped)))
-        return self.take(np.setdiff1d(np.arange(len(self)), dropped))
-
-
-def read_table(path: str | Path) -> Table:
-    """Read a sweep table: a CSV with at least the columns ``budget,N,D,loss`` (others are ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FitError(f"table not found: {path}")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        found = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in found]
-        if missing:
-            raise FitError(f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}")
-        reader.fieldnames = found
-        cols: dict[str, list[float]] = {c: [] for c in REQUIRED_COLUMNS}
-        rows = []
-        for record in reader:
-            rows.append(f"{path} line {reader.line_num}")
-            for c in REQUIRED_COLUMNS:
-                text = (record.get(c) or "").strip()
-                try:
-                    cols[c].append(float(text))
-                except ValueError:
-                    raise FitError(f"{rows[-1]}: {c} = {text!r} is not a number") from None
-    if not rows:
-        raise FitError(f"{path}: no data rows")
-    return Table(**cols, rows=rows)
 
 
 def _interval(samples: np.ndarray, level: float) -> list[list[float]]:
@@ -450,112 +365,6 @@ def _huber_objective(theta, x_N, x_D, lnL, W, delta) -> tuple[np.ndarray, np.nda
         return (h * W).sum(axis=1) / norm[:, 0], grad
 
 
-RUNNING, CONVERGED, STALLED, MAX_ITER = 0, 1, 2, 3
-
-
-def _two_loop(g: np.ndarray, s_hist, y_hist, rho, gamma, newest: int) -> np.ndarray:
-    """-H g for (S, P) gradients with the L-BFGS inverse-Hessian estimate (Nocedal & Wright 2006, alg. 7.4).
-
-    Pairs with rho = 0 (never filled, refused or reset) are no-ops.
-    """
-    memory = rho.shape[0]
-    order = [(newest - j) % memory for j in range(memory)]  # newest pair first
-    q, coef = g.copy(), np.zeros((memory, g.shape[0]))
-    for j in order:
-        coef[j] = rho[j] * np.einsum("sp,sp->s", s_hist[j], q)
-        q -= coef[j][:, None] * y_hist[j]
-    d = q * gamma[:, None]
-    for j in reversed(order):
-        d += s_hist[j] * (coef[j] - rho[j] * np.einsum("sp,sp->s", y_hist[j], d))[:, None]
-    return -d
-
-
-def _line_search(fun, x, f, g, d, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Backtracking Armijo search from step 1 (halving, c1 = 1e-4). Returns step, f, g and accepted, per row."""
-    slope = np.einsum("sp,sp->s", g, d)
-    step, f_new, g_new = np.ones(len(rows)), f.copy(), g.copy()
-    ok = np.zeros(len(rows), dtype=bool)
-    pending = np.arange(len(rows))
-    for _ in range(60):
-        f_try, g_try = fun(x[pending] + step[pending, None] * d[pending], rows[pending])
-        accept = np.isfinite(f_try) & np.isfinite(g_try).all(axis=1)
-        accept &= f_try <= f[pending] + 1e-4 * step[pending] * slope[pending]
-        done = pending[accept]
-        ok[done], f_new[done], g_new[done] = True, f_try[accept], g_try[accept]
-        pending = pending[~accept]
-        if pending.size == 0:
-            break
-        step[pending] *= 0.5
-    return step, f_new, g_new, ok
-
-
-def _lbfgs(fun: Callable, x0: np.ndarray, *, memory: int, max_iter: int, gtol: float, ftol: float):
-    """Independent L-BFGS minimisations of S problems at once (Nocedal & Wright 2006, alg. 7.5).
-
-    ``fun(x, rows) -> (f, g)`` evaluates the problems ``rows`` at (len(rows), P) ``x``. A failed line search first
-    drops the row's curvature memory, then stops the row as STALLED: no decrease along steepest descent at
-    float64 precision, i.e. a numerical minimum. Returns x (S, P), f (S,) and status (S,).
-    """
-    x = x0.copy()
-    S, P = x.shape
-    f, g = fun(x, np.arange(S))
-    s_hist, y_hist, rho = np.zeros((memory, S, P)), np.zeros((memory, S, P)), np.zeros((memory, S))
-
-    def reset_scale(rows: np.ndarray) -> None:
-        gamma[rows] = 1 / np.maximum(np.linalg.norm(g[rows], axis=1), 1e-300)  # first step of unit length
-
-    gamma = np.ones(S)
-    reset_scale(np.arange(S))
-    status = np.where(np.isfinite(f) & np.isfinite(g).all(axis=1), RUNNING, STALLED)
-    for it in range(max_iter):
-        act = np.flatnonzero(status == RUNNING)
-        if act.size == 0:
-            break
-        d = _two_loop(g[act], s_hist[:, act], y_hist[:, act], rho[:, act], gamma[act], (it - 1) % memory)
-        uphill = ~(np.einsum("sp,sp->s", g[act], d) < 0)
-        d[uphill] = -g[act][uphill] * gamma[act][uphill, None]
-        step, f_new, g_new, ok = _line_search(fun, x[act], f[act], g[act], d, act)
-        rows, s = act[ok], step[ok, None] * d[ok]
-        y = g_new[ok] - g[rows]
-        sy, yy, ss = (np.einsum("sp,sp->s", u, v) for u, v in ((s, y), (y, y), (s, s)))
-        # keep only pairs that keep the estimate positive definite (and whose 1 / sy is representable)
-        curved = (sy > 1e-10 * np.sqrt(ss * yy)) & (sy > 1e-150)
-        slot = it % memory
-        s_hist[slot, rows], y_hist[slot, rows] = s * curved[:, None], y * curved[:, None]
-        rho[slot, rows] = np.where(curved, 1 / np.where(curved, sy, 1.0), 0.0)
-        gamma[rows[curved]] = sy[curved] / yy[curved]
-        f_old = f[rows]
-        x[rows] += s
-        f[rows], g[rows] = f_new[ok], g_new[ok]
-        small_step = (f_old - f[rows]) <= ftol * np.maximum(np.abs(f_old), np.abs(f[rows]))
-        status[rows[small_step | (np.abs(g[rows]).max(axis=1) <= gtol)]] = CONVERGED
-        failed = act[~ok]
-        had_memory = rho[:, failed].any(axis=0)
-        rho[:, failed[had_memory]] = 0.0  # retry from steepest descent before giving up
-        reset_scale(failed[had_memory])
-        status[failed[~had_memory]] = STALLED
-    status[status == RUNNING] = MAX_ITER
-    return x, f, status
-
-
-def _multistart(fun: Callable, starts: np.ndarray, config: Approach3Config):
-    """L-BFGS from every start; with screening, only the ``screen_keep`` best after ``screen_iter`` go on."""
-    opts = {"memory": config.memory, "gtol": config.gtol, "ftol": config.ftol}
-    first = config.max_iter if config.screen_iter is None else min(config.screen_iter, config.max_iter)
-    x, f, status = _lbfgs(fun, starts, max_iter=first, **opts)
-    if first == config.max_iter:
-        return x, f, status
-    ranked = np.argsort(np.where(np.isfinite(f), f, np.inf), kind="stable")[: config.screen_keep]
-    going = ranked[status[ranked] == MAX_ITER]
-    if going.size:
-
-        def sub(theta, rows):
-            return fun(theta, going[rows])
-
-        x[going], f[going], status[going] = _lbfgs(sub, x[going], max_iter=config.max_iter - first, **opts)
-    return x, f, status
-
-
 def fit_approach3(table: Table, config: Approach3Config | None = None) -> Approach3Result:
     """Hoffmann et al.'s Approach 3 on ``table`` (``budget`` is not used).
 
@@ -588,10 +397,12 @@ def fit_approach3(table: Table, config: Approach3Config | None = None) -> Approa
                                     config.huber_delta)  # fmt: skip
 
         if W.ndim == 1:
-            x, f, status = _multistart(fun, theta0 - theta0 @ shift, config)
+            x, f, status = multistart(fun, theta0 - theta0 @ shift, max_iter=config.max_iter, memory=config.memory,
+                                      gtol=config.gtol, ftol=config.ftol, screen_iter=config.screen_iter,
+                                      screen_keep=config.screen_keep)  # fmt: skip
         else:
-            x, f, status = _lbfgs(fun, theta0 - theta0 @ shift, memory=config.memory, max_iter=config.max_iter,
-                                  gtol=config.gtol, ftol=config.ftol)  # fmt: skip
+            x, f, status = lbfgs(fun, theta0 - theta0 @ shift, memory=config.memory, max_iter=config.max_iter,
+                                 gtol=config.gtol, ftol=config.ftol)  # fmt: skip
         return x + x @ shift, f, status
 
     theta, f, status = solve(config.starts(), np.ones(len(table)))

@@ -9,40 +9,32 @@ the reason. The depth rule is Marin's IsoFLOP recipe, which SODA (Manakul et al.
 
 Each point trains as the "lm" task in its own run directory ``OUT/runs/<name>``; a finished run (final
 checkpoint and final eval) is skipped, an unfinished one resumes from its latest checkpoint. ``OUT/table.csv``
-holds one row per finished point (:data:`COLUMNS`; ``loss`` = the final held-out ``nll``), rewritten after each.
+holds one row per finished point (``table.COLUMNS``; ``loss`` = the final held-out ``nll``), rewritten after
+each; ``scaling/table.py`` writes and reads it.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
-import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from wavefoundry.config import ConfigError, atomic_write_bytes, to_dict
+from wavefoundry.config import ConfigError, to_dict
 from wavefoundry.lm.decoder import DecoderConfig, param_count
 from wavefoundry.scaling.flops import DEFAULT_CONVENTION, convention_fn
+from wavefoundry.scaling.table import COLUMNS, write_jsonl, write_table
 from wavefoundry.train import checkpoint as ckpt
 from wavefoundry.train.engine import TrainingDiverged, train
 from wavefoundry.train.logging import read_metrics
 from wavefoundry.train.tasks import RunConfig, build_task, load_run_config
 
 log = logging.getLogger(__name__)
-
-#: Columns of ``table.csv`` (the fitter reads ``budget, N, D, loss``).
-COLUMNS = (
-    "budget", "N", "N_nonemb", "N_flops", "D", "steps", "batch_size", "seq_len", "dim", "n_layers", "n_heads",
-    "n_kv_heads", "head_dim", "ffn_dim", "vocab_size", "convention", "flops_per_token", "flops", "budget_error",
-    "loss", "run_dir",
-)  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -385,32 +377,3 @@ def run_sweep(plan: SweepPlan, base: RunConfig, out_dir: str | Path, *, progress
     write_table(out_dir / "table.csv", rows)
     write_jsonl(out_dir / "table.jsonl", rows)
     return result
-
-
-def write_table(path: str | Path, rows: Sequence[dict[str, object]], columns: Sequence[str] = COLUMNS) -> None:
-    """Write ``rows`` as CSV with ``columns``, atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def write_jsonl(path: str | Path, rows: Sequence[dict[str, object]]) -> None:
-    """Write ``rows`` as JSON lines, atomically."""
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def read_table(path: str | Path) -> list[dict[str, float | str]]:
-    """Rows of a ``table.csv``; numeric columns as int/float."""
-    with open(path, newline="") as fh:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def _number(text: str) -> float | str:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text

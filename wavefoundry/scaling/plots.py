@@ -17,7 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from wavefoundry.scaling.fit import Approach2Result, Approach3Result, Table
+from wavefoundry.scaling.fit import Approach2Result, Approach3Result
+from wavefoundry.scaling.table import Table
 
 MAX_ISOFLOP_LINES = 12
 
