@@ -107,3 +107,12 @@ def test_fit_error_when_approach_2_has_one_budget(tmp_path, capsys):
 def test_fit_missing_table(tmp_path, capsys):
     assert main(["scaling", "fit", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "fit")]) == 2
     assert "error: table not found:" in capsys.readouterr().err
+
+
+def test_fit_joins_several_tables(tmp_path, capsys):
+    low = write_table(tmp_path / "low.csv", budgets=BUDGETS[:2])
+    high = write_table(tmp_path / "high.csv", budgets=BUDGETS[2:], seed=1)
+    args = ["--out", str(tmp_path / "fit"), "--approach", "2", "--bootstrap", "0", "--no-progress"]
+    assert main(["scaling", "fit", str(low), str(high), *args]) == 0
+    assert capsys.readouterr().out.startswith("24 points")
+    assert [o.budget for o in load_fit(tmp_path / "fit" / "fit.json").approach2.optima] == list(BUDGETS)

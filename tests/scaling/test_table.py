@@ -12,6 +12,7 @@ from wavefoundry.scaling.table import (
     Table,
     read_rows,
     read_table,
+    read_tables,
     write_jsonl,
     write_table,
 )
@@ -29,6 +30,18 @@ def test_read_table_keeps_columns_and_line_numbers(tmp_path):
     np.testing.assert_array_equal(table.N, [1e8, 2e8])
     np.testing.assert_array_equal(table.loss, [3.1, 3.0])
     assert table.rows == [f"{path} line 2", f"{path} line 3"]
+
+
+def test_read_tables_concatenates_in_order_with_labels(tmp_path):
+    header = ["budget", "N", "D", "loss"]
+    a = write_csv(tmp_path / "a.csv", header, [[1e12, 1e5, 1.6e6, 3.1], [1e12, 2e5, 8e5, 3.0]])
+    b = write_csv(tmp_path / "b.csv", header, [[3e12, 4e5, 1.2e6, 2.9]])
+    table = read_tables([a, b])
+    np.testing.assert_array_equal(table.budget, [1e12, 1e12, 3e12])
+    np.testing.assert_array_equal(table.loss, [3.1, 3.0, 2.9])
+    assert table.rows == [f"{a} line 2", f"{a} line 3", f"{b} line 2"]
+    with pytest.raises(FitError, match="no table given"):
+        read_tables([])
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
     wavefoundry scaling fit runs/isoflop/table.csv --out docs/scaling_study
     wavefoundry scaling fit table.csv --out fit/ --approach 3 --bootstrap 500 --exclude-highest-loss 5
+    wavefoundry scaling fit runs/iso-1e12/table.csv runs/iso-1e13/table.csv --out fit/
 
-TABLE is a CSV with at least the columns budget,N,D,loss (others are ignored). Writes DIR/fit.json and the
+TABLE is a CSV with at least the columns budget,N,D,loss (others are ignored); several TABLEs are read as one
+(e.g. sweeps run with their own widths per budget). Writes DIR/fit.json and the
 figures DIR/isoflop.png, DIR/frontier.png (Approach 2) and DIR/parametric.png (Approach 3), and prints a
 summary. See docs/scaling_fit.md.
 """
@@ -20,7 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Adds ``fit`` to the ``scaling`` subcommands."""
     p = commands.add_parser("fit", help="fit scaling laws (Chinchilla approaches 2 and 3) to a sweep table",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("table", type=Path, help="CSV with columns budget,N,D,loss (e.g. runs/isoflop/table.csv)")
+    p.add_argument("table", type=Path, nargs="+",
+                   help="CSVs with columns budget,N,D,loss (runs/isoflop/table.csv); several are joined")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="folder for fit.json and the PNG figures")
     p.add_argument("--approach", choices=list(APPROACHES), default="both", help="which fits to run (default both)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (0: none)")
@@ -37,11 +40,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from wavefoundry.scaling import fit as sf
     from wavefoundry.scaling import plots
-    from wavefoundry.scaling.table import read_table
+    from wavefoundry.scaling.table import read_tables
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    table = read_table(args.table).exclude_highest_loss(args.exclude_highest_loss)
+    table = read_tables(args.table).exclude_highest_loss(args.exclude_highest_loss)
     wanted = APPROACHES[args.approach]
     fit = sf.ScalingFit()
     figures: list[Path] = []

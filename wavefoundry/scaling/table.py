@@ -119,6 +119,15 @@ def read_table(path: str | Path) -> Table:
     return Table(**cols, rows=[row for row, _ in records])
 
 
+def read_tables(paths: Sequence[str | Path]) -> Table:
+    """Several sweep tables as one, rows in order (e.g. sweeps run with their own widths per budget)."""
+    if not paths:
+        raise FitError("no table given")
+    tables = [read_table(p) for p in paths]
+    columns = {c: np.concatenate([getattr(t, c) for t in tables]) for c in REQUIRED_COLUMNS}
+    return Table(**columns, rows=[row for t in tables for row in t.rows])
+
+
 def read_rows(path: str | Path) -> list[dict[str, float | str]]:
     """Every row of a table CSV as a dict, all columns; numeric cells as int or float, others as text."""
     return [{k: _number(v) for k, v in record.items()} for _, record in _read_csv(path)[1]]
