@@ -123,6 +123,15 @@ def test_bad_fit_file_is_one_clear_line(capsys, tmp_path):
     path = tmp_path / "fit.json"
     path.write_text(json.dumps({"format": "wavefoundry-scaling-fit", "version": 7}))
     rc, _, err = run(capsys, "--budget", "1e21", "--fit", str(path))
-    assert rc == 2 and err == f"error: {path}: unsupported fit version 7 (this planner reads 1)\n"
+    assert rc == 2 and err == f"error: {path}: unsupported scaling fit version 7 (this code reads 1)\n"
     rc, _, err = run(capsys, "--budget", "1e21", "--fit", str(tmp_path / "none.json"))
     assert rc == 2 and "fit file not found" in err
+    write_fit(path, approach3=approach3_block(chinchilla().loss, se={"alpha": -0.01}))  # from fit.load_fit
+    rc, out, err = run(capsys, "--budget", "1e21", "--fit", str(path))
+    assert rc == 2 and out == "" and err == f"error: {path}: approach3.se.alpha must be non-negative, got -0.01\n"
+    write_fit(path, approach3=approach3_block(chinchilla().loss, alpha=-0.3))  # loads, but has no law
+    rc, _, err = run(capsys, "--budget", "1e21", "--fit", str(path), "--approach", "3")
+    assert rc == 2 and err.startswith(f"error: {path}: approach3 gives no compute-optimal law: loss.alpha")
+    assert err.count("\n") == 1
+    rc, _, err = run(capsys, "--budget", "1e21", "--fit", str(path), "--approach", "2")
+    assert rc == 2 and err == f"error: fit file {path} has no approach2 result (null)\n"

@@ -372,6 +372,82 @@ def test_load_fit_is_strict(tmp_path, both_fits, edit, message):
     assert message in str(err.value)
 
 
+def set_in(path: str, value):
+    """An edit of a fit dict that sets the value at a dotted path ("approach2.optima.0.budget")."""
+
+    def edit(data):
+        *keys, last = path.split(".")
+        for key in keys:
+            data = data[int(key)] if isinstance(data, list) else data[key]
+        data[int(last) if isinstance(data, list) else last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (set_in("approach2.a", "0.45"), "approach2.a must be a finite number, got '0.45'"),
+        (set_in("approach2.a", True), "approach2.a must be a finite number, got True"),
+        (set_in("approach2.k_N", -1.0), "approach2.k_N must be positive, got -1.0"),
+        (set_in("approach2.k_D", 0), "approach2.k_D must be positive, got 0"),
+        (set_in("approach2.a_ci", [0.5, 0.4]), "approach2.a_ci must be [lo, hi] with lo <= hi, got [0.5, 0.4]"),
+        (set_in("approach2.b_ci", [0.5]), "approach2.b_ci must be a list of 2 numbers, got [0.5]"),
+        (set_in("approach2.b_ci", [0.5, None]), "approach2.b_ci[1] must be a finite number, got None"),
+        (set_in("approach2.a_se", -0.1), "approach2.a_se must be non-negative, got -0.1"),
+        (set_in("approach2.bootstrap", 2.5), "approach2.bootstrap must be a non-negative integer, got 2.5"),
+        (set_in("approach2.warnings", "none"), "approach2.warnings must be a list of strings, got 'none'"),
+        (set_in("approach2.optima.0.budget", 0.0), "approach2.optima[0].budget must be positive, got 0.0"),
+        (set_in("approach2.optima.1.N_opt", -5.0), "approach2.optima[1].N_opt must be positive, got -5.0"),
+        (set_in("approach2.optima.0.flags", [1]), "approach2.optima[0].flags must be a list of strings, got [1]"),
+        (
+            set_in("approach2.optima.0.parabola", [1.0, 2.0]),
+            "approach2.optima[0].parabola must be a list of 3 numbers, got [1.0, 2.0]",
+        ),
+        (set_in("approach3.E", float("inf")), "approach3.E must be a finite number, got inf"),
+        (set_in("approach3.A", -406.4), "approach3.A must be positive, got -406.4"),
+        (set_in("approach3.alpha", float("nan")), "approach3.alpha must be a finite number, got nan"),
+        (set_in("approach3.huber_delta", 0.0), "approach3.huber_delta must be positive, got 0.0"),
+        (set_in("approach3.converged", "yes"), "approach3.converged must be true or false, got 'yes'"),
+        (set_in("approach3.n_points", -1), "approach3.n_points must be a non-negative integer, got -1"),
+        (set_in("approach3.se.beta", -0.01), "approach3.se.beta must be non-negative, got -0.01"),
+        (
+            set_in("approach3.se.gamma", 0.01),
+            "approach3.se: unknown keys ['gamma']; valid keys: " + str(list(sf.STATISTICS)),
+        ),
+        (set_in("approach3.se", [0.1]), "approach3.se must be an object, got list"),
+        (set_in("approach3.ci.a", [0.6, 0.4]), "approach3.ci.a must be [lo, hi] with lo <= hi, got [0.6, 0.4]"),
+        (set_in("approach3.objective", -1.0), "approach3.objective must be non-negative, got -1.0"),
+    ],
+)
+def test_load_fit_checks_every_value(tmp_path, both_fits, edit, message):
+    data = both_fits.to_dict()
+    edit(data)
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(data))  # Python's json writes (and reads) NaN and Infinity
+    with pytest.raises(FitError) as err:
+        load_fit(path)
+    assert str(err.value) == f"{path}: {message}"
+    with pytest.raises(FitError):
+        ScalingFit.from_dict(data)
+
+
+def test_value_checks_cover_every_field():
+    assert set(sf.APPROACH2_VALUES) == sf._field_names(sf.Approach2Result) - {"optima", "samples"}
+    assert set(sf.OPTIMUM_VALUES) == sf._field_names(sf.BudgetOptimum)
+    assert set(sf.APPROACH3_VALUES) == sf._field_names(sf.Approach3Result)
+
+
+def test_load_fit_accepts_what_the_fitter_can_write(tmp_path, both_fits):
+    """Exponents of any sign (the fit warns, the file keeps them), null optima and intervals all load."""
+    a3 = dataclasses.replace(both_fits.approach3, alpha=-0.1, a=2.0, b=-1.0, se=None, ci=None, objective=None)
+    a2 = dataclasses.replace(both_fits.approach2, a=-0.2, a_ci=None, b_ci=None, a_se=None, b_se=None,
+                             optima=[sf.BudgetOptimum(budget=1e18, N_opt=None, D_opt=None, loss_min=None,
+                                                      flags=[sf.OPENS_DOWNWARD], parabola=None)])  # fmt: skip
+    fit = ScalingFit(approach2=a2, approach3=a3)
+    assert load_fit(save_fit(fit, tmp_path / "fit.json")) == fit
+
+
 def test_load_fit_file_errors(tmp_path):
     with pytest.raises(FitError, match="fit file not found"):
         load_fit(tmp_path / "nope.json")
@@ -380,6 +456,11 @@ def test_load_fit_file_errors(tmp_path):
         load_fit(tmp_path / "bad.json")
     with pytest.raises(FitError, match="format is 'list'"):
         ScalingFit.from_dict([])
+    (tmp_path / "latin1.json").write_bytes(b'{"format": "\xe9"}')
+    with pytest.raises(FitError, match="not valid JSON"):
+        load_fit(tmp_path / "latin1.json")
+    with pytest.raises(FitError, match="cannot read fit file"):
+        load_fit(tmp_path)  # a directory
 
 
 def test_save_fit_refuses_non_finite_numbers(tmp_path, both_fits):

@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from wavefoundry.scaling import plan
+from wavefoundry.scaling.fit import FitError, load_fit
 from wavefoundry.scaling.plan import (
     HARDWARE,
     ComputeOptimalLaw,
@@ -246,42 +247,74 @@ def test_unconverged_fit_is_flagged(tmp_path):
     assert any("did not converge" in note for note in law_from_fit(path).notes)
 
 
+GOOD_FIT = {"format": "wavefoundry-scaling-fit", "version": 1, "approach2": None,
+            "approach3": approach3_block(chinchilla().loss)}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
         (lambda d: d | {"format": "something-else"}, "not a scaling fit"),
-        (lambda d: d | {"version": 2}, "unsupported fit version 2"),
-        (lambda d: d | {"approach3": None, "approach2": None}, "neither"),
+        (lambda d: d | {"version": 2}, "unsupported scaling fit version 2"),
         (lambda d: d | {"approach3": [1, 2]}, "approach3 must be an object"),
-        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, alpha=-0.3)}, "alpha must be positive"),
-        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, E="1.69")}, "E must be a finite number"),
-        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, A=float("nan"))}, "A must be a finite"),
+        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, E="1.69")}, r"approach3\.E must be a finite"),
+        (
+            lambda d: d | {"approach3": approach3_block(chinchilla().loss, A=float("nan"))},
+            r"approach3\.A must be a fin",
+        ),
+        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, B=-1.0)}, r"approach3\.B must be positive"),
+        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, ci={"a": [0.5, 0.4]})}, "lo <= hi"),
     ],
 )
-def test_bad_fit_files(tmp_path, mutate, match):
-    good = {"format": "wavefoundry-scaling-fit", "version": 1, "approach2": None,
-            "approach3": approach3_block(chinchilla().loss)}  # fmt: skip
+def test_bad_fit_files_are_refused_by_the_one_loader(tmp_path, mutate, match):
+    """law_from_fit reads through fit.load_fit: the same FitError, naming the file."""
     path = tmp_path / "fit.json"
-    path.write_text(json.dumps(mutate(good)))
-    with pytest.raises(ValueError, match=match):
+    path.write_text(json.dumps(mutate(GOOD_FIT)))
+    with pytest.raises(FitError, match=match) as planned:
         law_from_fit(path)
+    with pytest.raises(FitError) as loaded:
+        load_fit(path)
+    assert str(planned.value) == str(loaded.value) and str(path) in str(planned.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d | {"approach3": None, "approach2": None}, "neither an approach2 nor an approach3"),
+        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, alpha=-0.3)}, "loss.alpha must be a positive"),
+        (lambda d: d | {"approach3": approach3_block(chinchilla().loss, beta=0.0)}, "loss.beta must be a positive"),
+    ],
+)
+def test_fit_files_without_a_law(tmp_path, mutate, match):
+    """Files the loader accepts (the fitter can write them) that give the planner no compute-optimal law."""
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(mutate(GOOD_FIT)))
+    load_fit(path)
+    with pytest.raises(FitError, match=match) as err:
+        law_from_fit(path)
+    assert str(path) in str(err.value)
 
 
 def test_bad_fit_files_other(tmp_path):
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(FitError, match="not valid JSON"):
         (tmp_path / "a.json").write_text("{nope")
         law_from_fit(tmp_path / "a.json")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(FitError, match="not found"):
         law_from_fit(tmp_path / "missing.json")
-    with pytest.raises(ValueError, match="not a scaling fit"):
+    with pytest.raises(FitError, match="not a scaling fit"):
         (tmp_path / "b.json").write_text("[1, 2]")
         law_from_fit(tmp_path / "b.json")
     path = write_fit(tmp_path / "c.json", approach3=approach3_block(chinchilla().loss))
-    with pytest.raises(ValueError, match="no approach2 result"):
+    with pytest.raises(FitError, match="no approach2 result"):
         law_from_fit(path, approach=2)
+    with pytest.raises(ValueError, match="approach must be 2 or 3, got 4"):
+        law_from_fit(path, approach=4)
     block = approach2_from(chinchilla(), BUDGETS_FIT) | {"a_ci": [0.5, 0.4]}
-    with pytest.raises(ValueError, match="lo > hi"):
+    with pytest.raises(FitError, match=r"approach2\.a_ci must be \[lo, hi\] with lo <= hi"):
         law_from_fit(write_fit(tmp_path / "d.json", approach2=block))
     block = approach2_from(chinchilla(), BUDGETS_FIT) | {"k_N": -1.0}
-    with pytest.raises(ValueError, match="k_N must be positive"):
+    with pytest.raises(FitError, match=r"approach2\.k_N must be positive"):
         law_from_fit(write_fit(tmp_path / "e.json", approach2=block))
+    block = approach2_from(chinchilla(), BUDGETS_FIT) | {"a": -0.2}  # loads (a fit can slope down), plans not
+    with pytest.raises(FitError, match=r"approach2 gives no compute-optimal law: .*a must be a positive"):
+        law_from_fit(write_fit(tmp_path / "f.json", approach2=block))

@@ -17,13 +17,12 @@ model-FLOPs utilisation ``mfu``: time = C / (n_gpus peak mfu), GPU-hours = C / (
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-FIT_FORMAT = "wavefoundry-scaling-fit"
-FIT_VERSION = 1
+from wavefoundry.scaling.fit import Approach2Result, Approach3Result, FitError, load_fit
+
 TOKENS_PER_PARAM_RULE = 20.0  # Hoffmann et al. 2022, Approaches 1 and 2: ~20 tokens per parameter
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, for intervals from standard errors
 
@@ -205,118 +204,74 @@ def law_from_loss(loss: ParametricLoss, *, name: str, convention: str, source: s
     )  # fmt: skip
 
 
-def _number(block: dict, key: str, where: str, *, positive: bool = True) -> float:
-    value = block.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"bad fit file: {where}.{key} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"bad fit file: {where}.{key} must be positive, got {value!r}")
-    return float(value)
-
-
-def _interval(block: dict, key: str, where: str) -> tuple[float, float] | None:
-    ci = block.get(key)
-    if ci is None:
-        return None
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
-        raise ValueError(f"bad fit file: {where}.{key} must be [lo, hi], got {ci!r}")
-    lo, hi = (_number({"v": v}, "v", f"{where}.{key}", positive=False) for v in ci)
-    if lo > hi:
-        raise ValueError(f"bad fit file: {where}.{key} has lo > hi: {ci!r}")
-    return lo, hi
-
-
-def _pivot(block: dict | None) -> float | None:
-    """Geometric mean of the budgets of the Approach-2 optima the power law was fitted to (not flagged "excluded",
-    with an N_opt): the least-squares line in log-log passes through it."""
-    optima = (block or {}).get("optima") or []
-    used = [o for o in optima if isinstance(o, dict) and o.get("N_opt") is not None]
-    budgets = [o.get("budget") for o in used if "excluded" not in (o.get("flags") or [])]
-    if not budgets or not all(isinstance(c, (int, float)) and c > 0 for c in budgets):
+def _pivot(result: Approach2Result | None) -> float | None:
+    """Geometric mean of the budgets of the Approach-2 optima the power law was fitted to (``BudgetOptimum.used``):
+    the least-squares line in log-log passes through it."""
+    budgets = [o.budget for o in result.optima if o.used] if result is not None else []
+    if not budgets:
         return None
     return math.exp(sum(math.log(c) for c in budgets) / len(budgets))
 
 
-def _exponent_interval(block: dict, loss: ParametricLoss) -> tuple[float, float] | None:
-    """The 95% interval of a = beta / (alpha + beta) from an Approach-3 block (see ``law_from_fit``)."""
-    where = "approach3"
-    ci, se = block.get("ci"), block.get("se")
-    if isinstance(ci, dict) and ci.get("a") is not None:
-        return _interval(ci, "a", f"{where}.ci")
-    if not isinstance(se, dict):
-        return None
+def _exponent_interval(result: Approach3Result, loss: ParametricLoss) -> tuple[float, float] | None:
+    """The 95% interval of a = beta / (alpha + beta) from an Approach-3 result (see ``law_from_fit``)."""
+    ci, se = result.ci or {}, result.se or {}
+    if "a" in ci:
+        lo, hi = ci["a"]
+        return lo, hi
     a = loss.beta / (loss.alpha + loss.beta)
-    if se.get("a") is not None:
-        se_a = _number(se, "a", f"{where}.se", positive=False)
-    elif se.get("alpha") is not None and se.get("beta") is not None:
-        s_alpha = _number(se, "alpha", f"{where}.se", positive=False)
-        s_beta = _number(se, "beta", f"{where}.se", positive=False)
-        se_a = math.hypot(loss.beta * s_alpha, loss.alpha * s_beta) / (loss.alpha + loss.beta) ** 2
+    if "a" in se:
+        se_a = se["a"]
+    elif "alpha" in se and "beta" in se:
+        # delta method: da/dalpha = -beta / (alpha + beta)^2, da/dbeta = alpha / (alpha + beta)^2
+        se_a = math.hypot(loss.beta * se["alpha"], loss.alpha * se["beta"]) / (loss.alpha + loss.beta) ** 2
     else:
         return None
     return a - Z95 * se_a, a + Z95 * se_a
 
 
-def read_fit(path: str | Path) -> dict:
-    """Read and check the envelope of ``fit.json`` written by ``wavefoundry scaling fit``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"fit file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"fit file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FIT_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} is not a scaling fit: format {found!r}, expected {FIT_FORMAT!r}")
-    if data.get("version") != FIT_VERSION:
-        raise ValueError(f"{path}: unsupported fit version {data.get('version')!r} (this planner reads {FIT_VERSION})")
-    for key in ("approach2", "approach3"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise ValueError(f"bad fit file {path}: {key} must be an object or null")
-    if data.get("approach2") is None and data.get("approach3") is None:
-        raise ValueError(f"fit file {path} has neither an approach2 nor an approach3 result")
-    return data
-
-
 def law_from_fit(path: str | Path, approach: int | None = None) -> ComputeOptimalLaw:
-    """A law from ``fit.json``: Approach 3 when present (else 2), or the one asked for.
+    """A law from ``fit.json`` (read by ``fit.load_fit``): Approach 3 when present (else 2), or the one asked for.
 
     Approach 2: N* = k_N C^a, D* = k_D C^b in the sweep table's FLOP convention, intervals a_ci/b_ci as fitted.
     Approach 3: the closed form under C = 6 N D. The exponent interval, in order of preference: the bootstrap
     percentile interval ``ci["a"]``; a +- 1.96 ``se["a"]``; or a +- 1.96 se(a) by the delta method from se(alpha) and
     se(beta) taken as independent (no covariance in the file; alpha and beta usually correlate positively, which
     narrows the true interval, so this one errs wide). b's interval is 1 - a's.
+
+    Raises:
+        FitError: the file is not a valid fit, lacks the approach asked for, or its law is unusable (for example a
+            fitted exponent <= 0); the message names the file.
     """
-    data = read_fit(path)
-    if approach is None:
-        approach = 3 if data.get("approach3") is not None else 2
-    if approach not in (2, 3):
+    if approach not in (None, 2, 3):
         raise ValueError(f"approach must be 2 or 3, got {approach!r}")
-    block = data.get(f"approach{approach}")
-    if block is None:
-        raise ValueError(f"fit file {path} has no approach{approach} result (null)")
+    fit = load_fit(path)
+    if fit.approach2 is None and fit.approach3 is None:
+        raise FitError(f"fit file {path} has neither an approach2 nor an approach3 result")
+    if approach is None:
+        approach = 3 if fit.approach3 is not None else 2
+    result = fit.approach3 if approach == 3 else fit.approach2
+    if result is None:
+        raise FitError(f"fit file {path} has no approach{approach} result (null)")
     where = f"approach{approach}"
-    pivot = _pivot(data.get("approach2"))
-    notes = [f"{where} warning: {w}" for w in block.get("warnings") or []]
-    source = f"{Path(path)} ({where})"
-    if approach == 2:
-        law = ComputeOptimalLaw(
-            name=f"fit:{where}", a=_number(block, "a", where), b=_number(block, "b", where),
-            k_n=_number(block, "k_N", where), k_d=_number(block, "k_D", where),
-            a_ci=_interval(block, "a_ci", where), b_ci=_interval(block, "b_ci", where),
-            convention="C = the sweep table's budget column", source=source, pivot_budget=pivot, notes=notes,
-        )  # fmt: skip
-        return law
-    loss = ParametricLoss(**{k: _number(block, k, where) for k in ("E", "A", "B", "alpha", "beta")})
-    if block.get("converged") is False:
+    notes = [f"{where} warning: {w}" for w in result.warnings]
+    kw = {"name": f"fit:{where}", "source": f"{Path(path)} ({where})", "pivot_budget": _pivot(fit.approach2),
+          "notes": notes}  # fmt: skip
+    try:
+        if isinstance(result, Approach2Result):
+            return ComputeOptimalLaw(
+                a=result.a, b=result.b, k_n=result.k_N, k_d=result.k_D, a_ci=result.a_ci, b_ci=result.b_ci,
+                convention="C = the sweep table's budget column", **kw,
+            )  # fmt: skip
+        loss = ParametricLoss(**{k: getattr(result, k) for k in ("E", "A", "B", "alpha", "beta")})
+    except ValueError as exc:  # a file load_fit accepts can still hold a fit without a compute-optimal law
+        raise FitError(f"{path}: {where} gives no compute-optimal law: {exc}") from None
+    if not result.converged:
         notes.append("approach3 fit did not converge: treat these numbers with caution")
-    a_ci = _exponent_interval(block, loss)
+    a_ci = _exponent_interval(result, loss)
     b_ci = None if a_ci is None else (1.0 - a_ci[1], 1.0 - a_ci[0])
-    return law_from_loss(
-        loss, name=f"fit:{where}", convention="C = 6 N D (closed form of the parametric fit)", source=source,
-        a_ci=a_ci, b_ci=b_ci, pivot_budget=pivot, notes=notes,
-    )  # fmt: skip
+    return law_from_loss(loss, convention="C = 6 N D (closed form of the parametric fit)", a_ci=a_ci, b_ci=b_ci,
+                         **kw)  # fmt: skip
 
 
 def rule_of_thumb(budget: float, tokens_per_param: float = TOKENS_PER_PARAM_RULE) -> tuple[float, float]:
