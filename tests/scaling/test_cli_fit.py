@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from wavefoundry.cli import main
-from wavefoundry.scaling.fit import load_fit
+from wavefoundry.scaling.fit_file import load_fit
 
 LAW = (1.69, 406.4, 410.7, 0.34, 0.28)  # E, A, B, alpha, beta (Hoffmann et al. 2022)
 BUDGETS = (1e18, 1e19, 1e20, 1e21)

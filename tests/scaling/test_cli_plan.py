@@ -126,7 +126,7 @@ def test_bad_fit_file_is_one_clear_line(capsys, tmp_path):
     assert rc == 2 and err == f"error: {path}: unsupported scaling fit version 7 (this code reads 1)\n"
     rc, _, err = run(capsys, "--budget", "1e21", "--fit", str(tmp_path / "none.json"))
     assert rc == 2 and "fit file not found" in err
-    write_fit(path, approach3=approach3_block(chinchilla().loss, se={"alpha": -0.01}))  # from fit.load_fit
+    write_fit(path, approach3=approach3_block(chinchilla().loss, se={"alpha": -0.01}))  # from fit_file.load_fit
     rc, out, err = run(capsys, "--budget", "1e21", "--fit", str(path))
     assert rc == 2 and out == "" and err == f"error: {path}: approach3.se.alpha must be non-negative, got -0.01\n"
     write_fit(path, approach3=approach3_block(chinchilla().loss, alpha=-0.3))  # loads, but has no law

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from wavefoundry.scaling import plan
-from wavefoundry.scaling.fit import FitError, load_fit
+from wavefoundry.scaling.fit_file import load_fit
 from wavefoundry.scaling.plan import (
     HARDWARE,
     ComputeOptimalLaw,
@@ -22,6 +22,7 @@ from wavefoundry.scaling.plan import (
     training_flops,
     training_time,
 )
+from wavefoundry.scaling.table import FitError
 
 BUDGETS = [1e18, 1e20, 1.2e22, 5.76e23]
 
@@ -267,7 +268,7 @@ GOOD_FIT = {"format": "wavefoundry-scaling-fit", "version": 1, "approach2": None
     ],
 )
 def test_bad_fit_files_are_refused_by_the_one_loader(tmp_path, mutate, match):
-    """law_from_fit reads through fit.load_fit: the same FitError, naming the file."""
+    """law_from_fit reads through fit_file.load_fit: the same FitError, naming the file."""
     path = tmp_path / "fit.json"
     path.write_text(json.dumps(mutate(GOOD_FIT)))
     with pytest.raises(FitError, match=match) as planned:

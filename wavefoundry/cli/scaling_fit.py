@@ -40,13 +40,14 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from wavefoundry.scaling import fit as sf
     from wavefoundry.scaling import plots
+    from wavefoundry.scaling.fit_file import ScalingFit, save_fit
     from wavefoundry.scaling.table import read_tables
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     table = read_tables(args.table).exclude_highest_loss(args.exclude_highest_loss)
     wanted = APPROACHES[args.approach]
-    fit = sf.ScalingFit()
+    fit = ScalingFit()
     figures: list[Path] = []
     with tqdm(total=2 * len(wanted), desc="scaling fit", unit="step", disable=args.no_progress) as bar:
         if "approach2" in wanted:
@@ -58,7 +59,7 @@ def run_fit(args: argparse.Namespace) -> int:
             fit.approach3 = sf.fit_approach3(table, sf.Approach3Config(bootstrap=args.bootstrap, seed=args.seed))
             bar.update()
         bar.set_postfix_str("figures")
-        path = sf.save_fit(fit, args.out / "fit.json")
+        path = save_fit(fit, args.out / "fit.json")
         if fit.approach2 is not None:
             figures.append(plots.plot_isoflop(table, fit.approach2, args.out / "isoflop.png"))
             figures.append(plots.plot_frontier(fit.approach2, args.out / "frontier.png", parametric=fit.approach3))

@@ -21,7 +21,9 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from wavefoundry.scaling.fit import Approach2Result, Approach3Result, FitError, load_fit
+from wavefoundry.scaling.fit import Approach2Result, Approach3Result
+from wavefoundry.scaling.fit_file import load_fit
+from wavefoundry.scaling.table import FitError
 
 TOKENS_PER_PARAM_RULE = 20.0  # Hoffmann et al. 2022, Approaches 1 and 2: ~20 tokens per parameter
 Z95 = 1.959963984540054  # two-sided 95% normal quantile, for intervals from standard errors
@@ -231,7 +233,7 @@ def _exponent_interval(result: Approach3Result, loss: ParametricLoss) -> tuple[f
 
 
 def law_from_fit(path: str | Path, approach: int | None = None) -> ComputeOptimalLaw:
-    """A law from ``fit.json`` (read by ``fit.load_fit``): Approach 3 when present (else 2), or the one asked for.
+    """A law from ``fit.json`` (read by ``fit_file.load_fit``): Approach 3 when present (else 2), or the one asked for.
 
     Approach 2: N* = k_N C^a, D* = k_D C^b in the sweep table's FLOP convention, intervals a_ci/b_ci as fitted.
     Approach 3: the closed form under C = 6 N D. The exponent interval, in order of preference: the bootstrap
