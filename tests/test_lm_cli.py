@@ -65,6 +65,8 @@ def test_eval_writes_the_metrics(model, capsys):
     refs = [r["transcript"] for r in results["items"]]
     assert results["asr_cer"] == pytest.approx(char_error_rate([r["asr"] for r in results["items"]], refs))
     assert results["tts_cer"] == pytest.approx(char_error_rate([r["tts_asr"] for r in results["items"]], refs))
+    codes_cer = char_error_rate([r["tts_asr_codes"] for r in results["items"]], refs)
+    assert results["tts_cer_codes"] == pytest.approx(codes_cer)
     parts = sum(results[f"nll_{m}"] * results[f"tokens_{m}"] for m in ("text", "audio", "special"))
     assert parts / results["tokens"] == pytest.approx(results["nll"], rel=1e-5)
     assert np.isfinite(results["nll_text"]) and np.isfinite(results["nll_audio"])

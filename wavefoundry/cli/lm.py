@@ -7,7 +7,8 @@
 
 ``eval`` measures, on the manifest's utterances of ``--split`` (``attrs["transcript"]``): the held-out NLL per
 modality (nats per target token of text-first and audio-first documents), ASR CER against the transcripts, and TTS
-intelligibility, the CER of the model's own ASR on its TTS output, next to its ceiling: the ASR CER on the
+intelligibility, the CER of the model's own ASR on its TTS output (decoded to a waveform and encoded again, as a
+listener gets it; ``tts_cer_codes`` on the generated codes directly), next to its ceiling: the ASR CER on the
 ground-truth audio (the same number as the ASR CER). CER compares normalised transcripts (NFKC, lower case, single
 spaces) character by character.
 """
@@ -166,6 +167,7 @@ def evaluate(lm, items: list, *, sampling: dict, progress: bool = True) -> dict:
     from wavefoundry.lm.sequences import Utterance
 
     utterances, records = [], []
+    through_audio = lm.decode_codec is not None  # a non-prefix codebook selection cannot be decoded
     for it in tqdm(items, desc="lm eval", unit="utt", disable=not progress):
         ref = it.attrs[TRANSCRIPT_KEY]
         audio, sr = load_audio(it.path)
@@ -175,13 +177,20 @@ def evaluate(lm, items: list, *, sampling: dict, progress: bool = True) -> dict:
         room = (lm.max_seq_len - 12 - 2 * len(utterances[-1].text)) // lm.layout.n_selected / lm.frame_rate
         seconds = min(1.5 * it.duration_s + 0.5, lm.max_tts_seconds(ref), room)  # room: ASR of the output fits
         tts_codes = lm.tts_codes(ref, seconds_max=seconds, **sampling)
-        tts_asr = lm.asr_codes(tts_codes) if tts_codes.shape[1] else ""  # re-transcribed from the generated codes
-        records.append({"id": it.id, "transcript": ref, "asr": asr, "tts_asr": tts_asr,
-                        "tts_seconds": tts_codes.shape[1] / lm.frame_rate})  # fmt: skip
+        record = {"id": it.id, "transcript": ref, "asr": asr, "tts_seconds": tts_codes.shape[1] / lm.frame_rate}
+        record["tts_asr_codes"] = lm.asr_codes(tts_codes) if tts_codes.shape[1] else ""  # the generated codes
+        if through_audio:  # what a listener gets: the decoded waveform, encoded again
+            heard = lm.decode_codes(tts_codes)
+            record["tts_asr"] = lm.asr_codes(lm.encode_audio(heard, lm.sample_rate)) if heard.shape[1] else ""
+        records.append(record)
     refs = [normalize_transcript(r["transcript"]) for r in records]
-    asr_cer = char_error_rate([normalize_transcript(r["asr"]) for r in records], refs)
-    tts_cer = char_error_rate([normalize_transcript(r["tts_asr"]) for r in records], refs)
-    return {**heldout_nll(lm, utterances), "asr_cer": asr_cer, "tts_cer": tts_cer, "tts_cer_ceiling": asr_cer,
+
+    def cer(key: str) -> float:
+        return char_error_rate([normalize_transcript(r[key]) for r in records], refs)
+
+    asr_cer = cer("asr")
+    tts = {"tts_cer": cer("tts_asr") if through_audio else math.nan, "tts_cer_codes": cer("tts_asr_codes")}
+    return {**heldout_nll(lm, utterances), "asr_cer": asr_cer, **tts, "tts_cer_ceiling": asr_cer,
             "n_utterances": len(records), "items": records}  # fmt: skip
 
 
@@ -191,6 +200,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = evaluate(lm, items, sampling=_sampling(args), progress=not args.no_progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    summary = {k: results[k] for k in ("nll", "nll_text", "nll_audio", "asr_cer", "tts_cer", "tts_cer_ceiling")}
+    keys = ("nll", "nll_text", "nll_audio", "asr_cer", "tts_cer", "tts_cer_codes", "tts_cer_ceiling")
+    summary = {k: results[k] for k in keys}
     print(" ".join(f"{k}={v:.4f}" for k, v in summary.items()) + f" -> {args.out}")
     return 0
