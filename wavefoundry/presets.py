@@ -24,7 +24,7 @@ from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.lm import lm_speech_tiny
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
-from wavefoundry.train.semantic_codec import semantic_codec_tiny
+from wavefoundry.train.semantic_codec import semantic_codec_tiny, semantic_codec_tiny_ft
 from wavefoundry.train.tagging import TaggerRunConfig
 from wavefoundry.train.tasks import RunConfig
 
@@ -156,6 +156,7 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tagger-eval": tagger_eval,
     "clap-synthcaps": clap_synthcaps,
     "semantic-codec-tiny": semantic_codec_tiny,
+    "semantic-codec-tiny-ft": semantic_codec_tiny_ft,
     "lm-speech-tiny": lm_speech_tiny,
 }
 

@@ -16,6 +16,7 @@ from wavefoundry.scaling.flops import levanter_flops_per_token
 from wavefoundry.scaling.isoflop import FamilyRule
 from wavefoundry.scaling.table import COLUMNS
 from wavefoundry.train import checkpoint as ckpt
+from wavefoundry.train.lm import lm_speech_tiny
 from wavefoundry.train.logging import read_metrics
 
 VOCAB = 257 + 4 + 2 * 32  # the fixture corpus: its BPE text ids (257 on these transcripts) + specials + 2 x 32 codes
@@ -47,8 +48,9 @@ def sweep_args(speech, out, *extra):
         "scaling", "sweep", "--budgets", ",".join(repr(b) for b in BUDGETS), "--dims", "24,32,40", *RULE,
         "--batch-size", str(BATCH), "--out", str(out), *extra,
         "--set", f"data.manifest={manifest}", f"data.codec={codec}", f"data.cache_dir={root / 'cache'}",
-        f"data.seq_len={SEQ}", "data.bpe_vocab_size=260", "train.progress=false", "train.tensorboard=false",
-        "train.log_every=1", "train.ckpt_every=2", "optim.lr=1e-2", "optim.weight_decay=0", "schedule.warmup_steps=1",
+        f"data.seq_len={SEQ}", "data.codebooks=null", "data.bpe_vocab_size=260", "train.progress=false",
+        "train.tensorboard=false", "train.log_every=1", "train.ckpt_every=2", "optim.lr=1e-2", "optim.weight_decay=0",
+        "schedule.warmup_steps=1",
     ]  # fmt: skip
 
 
@@ -122,7 +124,8 @@ def test_plan_only_with_a_vocab_size_needs_no_corpus(tmp_path, capsys):
             "--head-ratio", "32", "--out", str(tmp_path / "x")]  # fmt: skip
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "C1e+12-d64-L1-H2-B16" in text and "C3e+12-d128-L2-H4-B16" in text  # B16: the preset's batch size
+    batch = lm_speech_tiny().train.batch_size  # no --batch-size: the preset's
+    assert f"C1e+12-d64-L1-H2-B{batch}" in text and f"C3e+12-d128-L2-H4-B{batch}" in text
     assert not (tmp_path / "x").exists()
 
 

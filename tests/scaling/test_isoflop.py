@@ -146,11 +146,12 @@ def test_bad_rules():
 def test_point_config_sets_shape_steps_batch_and_final_eval():
     base = lm_speech_tiny()
     base.model = dataclasses.replace(base.model, vocab_size=BASE.vocab_size)
+    base_steps = base.train.steps
     sweep = SweepConfig(budgets=(1e13,), dims=(128,), batch_size=4, seq_len=base.data.seq_len)
     point = plan_sweep(sweep, base.model).points[0]
     cfg = point_config(base, point)
     assert cfg.model == point.model and cfg.train.steps == point.steps and cfg.train.batch_size == 4
-    assert cfg.train.eval_every == 0 and cfg.optim == base.optim and base.train.steps == 2000  # base untouched
+    assert cfg.train.eval_every == 0 and cfg.optim == base.optim and base.train.steps == base_steps  # base untouched
     with pytest.raises(ConfigError, match="seq_len"):
         point_config(dataclasses.replace(base, data=dataclasses.replace(base.data, seq_len=256)), point)
 

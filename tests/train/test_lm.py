@@ -65,7 +65,7 @@ def tiny_config(speech, **train):
     cfg = lm_speech_tiny()
     cfg.model = DecoderConfig(vocab_size=1, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=256)
     cfg.data = dataclasses.replace(cfg.data, manifest=str(manifest), codec=str(codec), cache_dir=str(root / "cache"),
-                                   seq_len=64, bpe_vocab_size=260, epochs=4.0)  # fmt: skip
+                                   seq_len=64, codebooks=None, bpe_vocab_size=260, epochs=4.0)  # fmt: skip
     cfg.train = dataclasses.replace(cfg.train, steps=30, batch_size=4, eval_every=30, ckpt_every=30, log_every=1,
                                     progress=False, tensorboard=False, **train)  # fmt: skip
     cfg.optim = dataclasses.replace(cfg.optim, lr=1e-2, weight_decay=0.0)

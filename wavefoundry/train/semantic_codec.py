@@ -243,3 +243,17 @@ def semantic_codec_tiny() -> SemanticCodecRunConfig:
         disc_optim=OptimConfig(lr=5e-4, betas=(0.8, 0.99), weight_decay=1e-3),
         schedule=ScheduleConfig(name="cosine", warmup_steps=100, min_ratio=0.1),
     )
+
+
+def semantic_codec_tiny_ft() -> SemanticCodecRunConfig:
+    """``semantic_codec_tiny`` fine-tuned from the ``codec-tiny-rvq`` weights (the same codec shape): 400 steps,
+    20 warm-up steps, no adversarial phase. The recipe of ``models/lm-speech-tiny/codec``: reconstruction comes
+    with the start, so the steps go to making codebook 0 semantic.
+    """
+    cfg = semantic_codec_tiny()
+    cfg.train = dataclasses.replace(
+        cfg.train, steps=400, eval_every=100, ckpt_every=50, init_from="models/codec-tiny-rvq"
+    )
+    cfg.schedule = dataclasses.replace(cfg.schedule, warmup_steps=20)
+    cfg.loss.weights = dataclasses.replace(cfg.loss.weights, adversarial_warmup_steps=100_000)  # after the end: off
+    return cfg
