@@ -165,10 +165,10 @@ def test_init_from_a_model_directory_logs_differing_settings(tmp_path, caplog):
 
 
 def test_init_from_bad_sources_are_clear_errors(tmp_path):
-    with pytest.raises(ckpt.ModelLoadError, match="exported model directory or a .safetensors file"):
+    with pytest.raises(ckpt.ModelLoadError, match=r"exported model directory or a \.safetensors file"):
         Trainer(ToyTask(_cfg(steps=2, init_from=str(tmp_path / "missing"))), tmp_path / "a")
     train(ToyTask(ToyRunConfig(train=TrainConfig(steps=1, batch_size=4, progress=False, tensorboard=False),
                                model=ToyModelConfig(width=8))), tmp_path / "narrow")  # fmt: skip
     narrow = ckpt.latest_checkpoint(tmp_path / "narrow") / "model.safetensors"
-    with pytest.raises(ckpt.ModelLoadError, match="wrong shape: inp.weight"):
+    with pytest.raises(ckpt.ModelLoadError, match=r"wrong shape: inp\.weight"):
         Trainer(ToyTask(_cfg(steps=2, init_from=str(narrow))), tmp_path / "b")
