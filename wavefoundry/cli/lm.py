@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 TRANSCRIPT_KEY = "transcript"
+DEFAULT_MODEL = Path("models/lm-speech-tiny")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(q: argparse.ArgumentParser, *, sampling: bool = True) -> None:
-    q.add_argument("--model", required=True, type=Path, help="exported audio-LM directory")
+    q.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                   help=f"exported audio-LM directory (default {DEFAULT_MODEL}, built-in English speech)")  # fmt: skip
     q.add_argument("--temperature", type=float, default=1.0 if sampling else 0.0, help="0: greedy")
     if sampling:
         q.add_argument("--top-k", type=int, default=None, help="sample from the k most likely ids")
