@@ -65,8 +65,8 @@ class Task(abc.ABC):
         """Scalar loss to minimise (or one per optimizer name) and detached scalar metrics to log."""
 
     def init_module(self, model: nn.Module) -> nn.Module:
-        """The part of ``model`` that ``train.init_from`` weights load into: the part ``wavefoundry export``
-        writes (default: the whole model)."""
+        """The part of ``model`` that ``train.init_from`` weights load into, in its own key layout (default: the
+        whole model, as a run checkpoint's ``model.safetensors`` holds it)."""
         return model
 
     def optimizer_groups(self, model: nn.Module) -> dict[str, tuple[nn.Module, OptimConfig]]:
