@@ -43,6 +43,9 @@ class ManifestItem:
     split: str = "train"
     sha256: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: Audio-visual items (docs/avcaps.md): the picture's path and every reference caption; left out when empty.
+    image: str = ""
+    captions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not _ID_RE.match(self.id):
@@ -60,10 +63,15 @@ class ManifestItem:
         return self.prompt or self.caption
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=False)
+        data = dataclasses.asdict(self)
+        for key in _OPTIONAL_FIELDS:  # audio-only manifests stay as they were
+            if not data[key]:
+                del data[key]
+        return json.dumps(data, ensure_ascii=False, sort_keys=False)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(ManifestItem)}
+_OPTIONAL_FIELDS = ("image", "captions")
 
 
 def item_from_dict(data: dict, *, where: str = "manifest") -> ManifestItem:
@@ -99,6 +107,8 @@ def iter_manifest(path: str | Path) -> Iterator[ManifestItem]:
             item = item_from_dict(data, where=f"{path}:{lineno}")
             if not Path(item.path).is_absolute():
                 item.path = str(path.parent / item.path)
+            if item.image and not Path(item.image).is_absolute():
+                item.image = str(path.parent / item.image)
             yield item
 
 
