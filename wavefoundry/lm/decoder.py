@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wavefoundry.config import ConfigError
 from wavefoundry.nn.attention import causal_attention, causal_mask
+from wavefoundry.nn.ffn import SwiGLU
+from wavefoundry.nn.norms import RMSNorm, rms_norm
 from wavefoundry.nn.rope import rope_inv_freq, rotate
 
 #: SODA's vocabulary: 128,256 Llama-3 text ids + 4 specials + 8 Mimi codebooks x 2,048 (docs/lm_sequences.md).
@@ -76,37 +77,6 @@ class DecoderConfig:
     def dh(self) -> int:
         """Dh, the width of one attention head: ``head_dim``, or ``dim // n_heads`` when that is None."""
         return self.dim // self.n_heads if self.head_dim is None else self.head_dim
-
-
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """``x / sqrt(mean(x^2) + eps) * w`` over the last dim (Zhang & Sennrich 2019), normalised in float32.
-
-    Written out: on CPU ``F.rms_norm`` (torch 2.13) measured 4-5x slower than these four ops in a forward
-    (the same in a backward). The result has x's dtype.
-
-    Args:
-        x: (..., D).
-        weight: broadcasting against x, e.g. (D,).
-        eps: added to the mean square.
-    """
-    xf = x.float()
-    normed = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True).add_(eps))
-    if x.dtype != torch.float32:  # (skipping no-op casts saves their dispatch in one-token decoding steps)
-        normed, weight = normed.to(x.dtype), weight.to(x.dtype)
-    return normed * weight
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm with a learned per-feature gain, started at one (:func:`rms_norm`)."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(..., dim) -> (..., dim)."""
-        return rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
@@ -197,21 +167,6 @@ class Attention(nn.Module):
             k, v = inputs.cache.update(self.layer, k, v, inputs.start)  # (B, H_kv, start + L, Dh)
         o = causal_attention(q, k, v, mask=inputs.mask)  # (B, H, L, Dh)
         return self.out(o.transpose(1, 2).reshape(B, L, H * Dh))
-
-
-class SwiGLU(nn.Module):
-    """``W_down (silu(g) * u)`` with ``[g | u] = W_gate_up x``, all bias-free (Shazeer 2020, "GLU Variants")."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
-        self.down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, L, dim) -> (B, L, dim)."""
-        g, u = self.gate_up(x).chunk(2, dim=-1)  # each (B, L, hidden)
-        # In place into silu's fresh output: one (B, L, hidden) buffer fewer; autograd keeps what it needs.
-        return self.down(F.silu(g).mul_(u))
 
 
 class DecoderBlock(nn.Module):

@@ -1,9 +1,10 @@
 """Autoregressive generation through the KV cache, and the pure sampling helpers it uses.
 
 :func:`generate` runs the prompt once (prefill), then one token per step, each step reading the cached keys and
-values of everything before it. Sampling (:func:`sample_next`) is a pure function of the logits: restrict to the
-allowed ids (ASR decodes text ids only, TTS audio ids only), divide by the temperature, keep the top-k ids
-(Fan et al. 2018) and the nucleus (top-p, Holtzman et al. 2020), then draw; temperature 0 is greedy.
+values of everything before it. Sampling (:func:`~wavefoundry.nn.sampling.sample_next`, shared with the other
+decoders) is a pure function of the logits: restrict to the allowed ids (ASR decodes text ids only, TTS audio ids
+only), divide by the temperature, keep the top-k ids (Fan et al. 2018) and the nucleus (top-p, Holtzman et al.
+2020), then draw; temperature 0 is greedy.
 """
 
 from __future__ import annotations
@@ -14,77 +15,12 @@ import torch
 from torch import Tensor
 
 from wavefoundry.lm.decoder import Decoder
+from wavefoundry.nn.sampling import filter_logits as filter_logits
+from wavefoundry.nn.sampling import sample_next
 
 #: An allowed-id mask, (V,) or (B, V) bool, or a callable ``(step, ids) -> mask`` asked at every step with the
 #: ids so far (B, L + step).
 Allowed = Tensor | Callable[[int, Tensor], Tensor]
-
-
-def filter_logits(
-    logits: Tensor, *, top_k: int | None = None, top_p: float | None = None, allowed: Tensor | None = None
-) -> Tensor:
-    """Logits with the removed ids set to -inf: not ``allowed``, outside the top k, outside the nucleus.
-
-    Top-k keeps exactly k ids (ties broken by ``torch.topk``). Top-p keeps the smallest set of most probable ids
-    whose probability (after the other filters, at these logits) reaches p; the most probable id always stays.
-
-    Args:
-        logits: (B, V) float logits (already divided by any temperature).
-        top_k: k >= 1, or None.
-        top_p: p in (0, 1], or None.
-        allowed: (V,) or (B, V) bool, True = may be drawn; every row needs one True.
-
-    Returns:
-        (B, V) float32.
-    """
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    out = logits.float()
-    if allowed is not None:
-        if allowed.dtype != torch.bool or allowed.shape[-1] != out.shape[-1]:
-            raise ValueError(f"allowed must be a bool mask over the {out.shape[-1]} ids, got {tuple(allowed.shape)}")
-        if not bool(allowed.any(-1).all()):
-            raise ValueError("allowed masks out every id of a row")
-        out = out.masked_fill(~allowed, float("-inf"))
-    if top_k is not None and top_k < out.shape[-1]:
-        keep = torch.zeros_like(out, dtype=torch.bool).scatter_(-1, out.topk(top_k, dim=-1).indices, True)
-        out = out.masked_fill(~keep, float("-inf"))
-    if top_p is not None and top_p < 1:
-        probs, order = out.softmax(-1).sort(dim=-1, descending=True)  # (B, V) each
-        before = probs.cumsum(-1) - probs  # mass of the more probable ids
-        drop = (before >= top_p).scatter(-1, order, before >= top_p)  # back to id order
-        out = out.masked_fill(drop, float("-inf"))
-    return out
-
-
-def sample_next(
-    logits: Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    allowed: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Draw one id per row from the logits; temperature 0 takes the argmax (of the allowed ids).
-
-    Args:
-        logits: (B, V).
-        temperature: >= 0; divides the logits before top-k/top-p.
-        top_k, top_p, allowed: as :func:`filter_logits`.
-        generator: the random source (seeded: reproducible draws).
-
-    Returns:
-        (B,) int64 ids.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return filter_logits(logits, allowed=allowed).argmax(-1)
-    scores = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p, allowed=allowed)
-    return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 def _check_request(model: Decoder, prompt: Tensor, max_new_tokens: int, prompt_mask: Tensor | None) -> None:
