@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 EVAL_DOC = """Evaluation metrics as JSON (docs/evaluation.md): generate (benchmark prompt files), fd, kl, clap,
-adherence, memorization, recon, convert-clap (original LAION-CLAP checkpoints -> --model laion-clap), and
-report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
+adherence, memorization, recon, captions (CIDEr-D, BLEU-4, ROUGE-L, WAR/UAR, mAP), convert-clap (original
+LAION-CLAP checkpoints -> --model laion-clap), and report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
 shows each one's usage."""
 
 ADHERENCE_DOC = """``wavefoundry eval adherence``: does generated audio have the pitch, pan, duration, tempo and class
@@ -65,11 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the JSON report here (the table is always printed)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_adherence)
-    from wavefoundry.cli import eval_convert, eval_generate, eval_metrics
+    from wavefoundry.cli import eval_captions, eval_convert, eval_generate, eval_metrics
 
     eval_generate.register(cmds)
     eval_metrics.register(cmds)
     eval_convert.register(cmds)
+    eval_captions.register(cmds)
 
 
 def reference_files(path: Path, split: str | None) -> list[tuple[str, Path]]:
