@@ -20,8 +20,8 @@ from pathlib import Path
 
 EVAL_DOC = """Evaluation metrics as JSON (docs/evaluation.md): generate (benchmark prompt files), fd, kl, clap,
 adherence, memorization, recon, captions (CIDEr-D, BLEU-4, ROUGE-L, WAR/UAR, mAP), convert-clap (original
-LAION-CLAP checkpoints -> --model laion-clap), and report (one HTML page of the results). ``wavefoundry eval SUBCOMMAND -h``
-shows each one's usage."""
+LAION-CLAP checkpoints -> --model laion-clap), and report (one HTML page of the results).
+``wavefoundry eval SUBCOMMAND -h`` shows each one's usage."""
 
 ADHERENCE_DOC = """``wavefoundry eval adherence``: does generated audio have the pitch, pan, duration, tempo and class
 that its SynthCaps prompt asked for? (docs/adherence.md)
