@@ -1,4 +1,4 @@
-"""``wavefoundry data synth|speech|scan|shard|encode|inspect``: build and look at datasets."""
+"""``wavefoundry data synth|avcaps|avscan|speech|scan|shard|encode|inspect``: build and look at datasets."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_synth)
+
+    from wavefoundry.cli import data_avcaps
+
+    data_avcaps.register(cmds)
 
     p = cmds.add_parser("speech", help="render a speech corpus with espeak-ng (built-in sentences or a text file)")
     p.add_argument("--out", required=True, type=Path, help="output folder (audio/ + manifest.jsonl)")
