@@ -7,7 +7,8 @@ PRED is JSONL, one object per item: ``id`` and any of ``caption`` (a string), ``
 ``scores`` (class -> score, for multi-label mAP). REFS is a manifest (captions from ``captions``, else
 ``caption``; the class from ``attrs.label``; attributes from ``attrs.labels``) or JSONL with ``id``, ``captions``
 and optional ``label`` and ``labels``. Items are paired by id; ids on one side only are listed under
-``missing`` and left out, and the scores cover the paired ids (CIDEr-D's idf comes from their references).
+``missing`` and left out (as are items whose reference caption list is empty: ``missing.empty_references``),
+and the scores cover the paired ids (CIDEr-D's idf comes from their references).
 Captions are normalised (lowercase, punctuation stripped; docs/captions.md) before scoring.
 """
 
@@ -70,6 +71,7 @@ def _captions(preds: dict, refs: dict, ids: list[str], report: dict) -> None:
     from wavefoundry.eval.captions import caption_metrics
 
     pairs = [i for i in ids if "caption" in preds[i] and refs[i].get("captions")]
+    report["missing"]["empty_references"] = [i for i in ids if "caption" in preds[i] and not refs[i].get("captions")]
     if not pairs:
         return
     for i in pairs:
