@@ -22,6 +22,7 @@ from wavefoundry.train.datasource import DataConfig
 from wavefoundry.train.diffusion import DiffusionRunConfig, LatentDataConfig, ObjectiveConfig, TextToAudioConfig
 from wavefoundry.train.engine import TrainConfig
 from wavefoundry.train.lm import lm_speech_tiny
+from wavefoundry.train.masked import masked_mega, masked_tiny
 from wavefoundry.train.optim import OptimConfig
 from wavefoundry.train.schedules import ScheduleConfig
 from wavefoundry.train.semantic_codec import semantic_codec_tiny, semantic_codec_tiny_ft
@@ -158,6 +159,8 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "semantic-codec-tiny": semantic_codec_tiny,
     "semantic-codec-tiny-ft": semantic_codec_tiny_ft,
     "lm-speech-tiny": lm_speech_tiny,
+    "masked-tiny": masked_tiny,
+    "masked-mega": masked_mega,
 }
 
 

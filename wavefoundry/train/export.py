@@ -34,11 +34,17 @@ def _write_model_dir(out: Path, kind: str, model_cfg, state: dict, step: str, em
     atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
 
+#: Public name of the directory writer, for exporters that live next to their task (``train/masked.py``).
+write_model_dir = _write_model_dir
+
+
 def export_model(path: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
-    """Export the latest checkpoint of a run of any exportable task (autoencoder, diffusion)."""
+    """Export the latest checkpoint of a run of any exportable task (autoencoder, diffusion, masked)."""
+    from wavefoundry.train.masked import export_masked_audio
+
     cfg = load_run_config(resolve_model_dir(path))
     exporters = {"autoencoder": export_autoencoder, "semantic-codec": export_autoencoder,
-                 "diffusion": export_text_to_audio}  # fmt: skip
+                 "diffusion": export_text_to_audio, "masked": export_masked_audio}  # fmt: skip
     if cfg.task not in exporters:
         raise ValueError(f"a '{cfg.task}' run cannot be exported; exportable tasks: {', '.join(exporters)}")
     return exporters[cfg.task](path, out_dir, ema=ema)

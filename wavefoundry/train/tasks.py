@@ -87,6 +87,7 @@ BUILTIN_TASK_MODULES = (
     "wavefoundry.train.contrastive",
     "wavefoundry.train.semantic_codec",
     "wavefoundry.train.lm",
+    "wavefoundry.train.masked",
 )
 
 
