@@ -69,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_shard)
 
-    p = cmds.add_parser("encode", help="manifest -> latent set (codec latents for latent diffusion training)")
+    p = cmds.add_parser("encode", help="manifest -> latent set (VAE codec) or code set (discrete RVQ/FSQ codec)")
     p.add_argument("manifest", type=Path, help="manifest.jsonl")
-    p.add_argument("--codec", required=True, type=Path, help="exported autoencoder (VAE) directory")
+    p.add_argument("--codec", required=True, type=Path, help="exported autoencoder (VAE, or discrete: a code set)")
     p.add_argument("--out", required=True, type=Path, help="output folder (latents.safetensors, items.jsonl, ...)")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="encode long files in chunks of this length")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -162,8 +162,16 @@ def run_encode(args: argparse.Namespace) -> int:
     from wavefoundry.pipelines import Codec
     from wavefoundry.train.latents import encode_manifest
 
+    model = Codec.from_pretrained(args.codec).model
+    if model.is_discrete:  # a code set, the data of the masked transformer (docs/masked.md)
+        from wavefoundry.train.codes import encode_manifest_codes
+
+        out = encode_manifest_codes(model, args.manifest, args.out, codec_path=str(args.codec),
+                                    chunk_seconds=args.chunk_seconds, progress=not args.no_progress)  # fmt: skip
+        print(f"wrote codes to {out}")
+        return 0
     out = encode_manifest(
-        Codec.from_pretrained(args.codec).model,
+        model,
         args.manifest,
         args.out,
         codec_path=str(args.codec),
