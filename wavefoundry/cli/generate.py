@@ -10,6 +10,11 @@ One prompt and ``--out x.wav`` writes that file; several prompts (or ``--prompts
 ``000.wav, 001.wav, ...`` into the ``--out`` folder with a ``prompts.tsv`` index. The same seed gives the same audio.
 ``--manifest`` generates each item's caption (at the item's duration unless ``--seconds`` is given) into
 ``<item id>.wav``, which ``wavefoundry eval adherence MANIFEST --audio-dir gen/`` scores against the item's attrs.
+
+A masked-transformer model directory (``config.json`` of type ``masked-audio``, docs/masked.md) is decoded by
+iterative parallel sampling instead: ``--stage-steps 20,10,10,10`` (default: the model's), ``--cfg`` (the guidance
+at the first step, annealed to ``--cfg-min``), ``--temperature``, ``--top-p``; ``--init-audio`` is a prefix to
+continue, or with ``--inpaint START END`` the audio whose [START, END) seconds are regenerated.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-audio", type=Path, default=None, help="audio to start from (audio-to-audio)")
     p.add_argument("--init-noise", type=float, default=1.0, help="noise level (sigma) for --init-audio")
     add_sampling_arguments(p)
+    m = p.add_argument_group("masked-transformer models (docs/masked.md)")
+    m.add_argument("--stage-steps", default=None, help="decoding steps per codebook, e.g. 20,10,10,10")
+    m.add_argument("--cfg-min", type=float, default=None, help="guidance floor as the mask rate falls (default 1)")
+    m.add_argument("--temperature", type=float, default=None, help="initial sampling temperature (default 3)")
+    m.add_argument("--top-p", type=float, default=None, help="nucleus sampling p (default 0.9)")
+    m.add_argument("--inpaint", type=float, nargs=2, metavar=("START", "END"), default=None,
+                   help="with --init-audio: regenerate [START, END) seconds, keep the rest")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -85,35 +97,28 @@ def _groups(prompts: list[str], durations: list[float]) -> list[list[int]]:
     return [g[k : k + MAX_PROMPTS] for g in by_length.values() for k in range(0, len(g), MAX_PROMPTS)]
 
 
+def _model_type(path: Path) -> str | None:
+    """The ``type`` of an exported model directory's config.json, or None (outside layouts, unreadable)."""
+    try:
+        return json.loads((path / "config.json").read_text()).get("type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
-    from wavefoundry.audio.io import load_audio, save_audio
-    from wavefoundry.pipelines import TextToAudio
+    from wavefoundry.audio.io import save_audio
 
     prompts, names, durations = read_prompts(args)
     if args.seconds is not None or durations is None:
         durations = [args.seconds if args.seconds is not None else 4.0] * len(prompts)
     single = names is None and len(prompts) == 1 and args.out.suffix.lower() in (".wav", ".flac", ".ogg")
-    pipe = TextToAudio.from_pretrained(args.model, **({"t5_path": args.t5} if args.t5 else {}))
-    init = load_audio(args.init_audio) if args.init_audio else None
     start = time.perf_counter()
-    clips: list = [None] * len(prompts)
-    for group in _groups(prompts, durations):
-        audio, sr = pipe.generate(
-            [prompts[i] for i in group],
-            seconds_total=args.seconds_start + durations[group[0]],
-            seconds_start=args.seconds_start,
-            steps=args.steps,
-            cfg_scale=args.cfg,
-            sampler=args.sampler,
-            seed=args.seed + group[0],
-            negative_prompt=args.negative,
-            batch=args.batch,
-            init_audio=init,
-            init_noise_level=args.init_noise,
-            progress=not args.no_progress,
-        )
-        for i, clip in zip(group, audio):
-            clips[i] = clip
+    if _model_type(args.model) == "masked-audio":
+        from wavefoundry.cli.generate_masked import generate_masked
+
+        clips, sr = generate_masked(args, prompts, durations, _groups(prompts, durations))
+    else:
+        clips, sr = _generate_diffusion(args, prompts, durations)
     elapsed = time.perf_counter() - start
     if single:
         save_audio(args.out, clips[0], sr)
@@ -131,3 +136,32 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "generate.json").write_text(json.dumps(settings, indent=2) + "\n")
     print(f"wrote {len(clips)} clips to {args.out} in {elapsed:.1f} s")
     return 0
+
+
+def _generate_diffusion(args: argparse.Namespace, prompts: list[str], durations: list[float]) -> tuple[list, int]:
+    """Clips of a text-to-audio (diffusion) model, in prompt order, and their sample rate."""
+    from wavefoundry.audio.io import load_audio
+    from wavefoundry.pipelines import TextToAudio
+
+    pipe = TextToAudio.from_pretrained(args.model, **({"t5_path": args.t5} if args.t5 else {}))
+    init = load_audio(args.init_audio) if args.init_audio else None
+    clips: list = [None] * len(prompts)
+    sr = pipe.sample_rate
+    for group in _groups(prompts, durations):
+        audio, sr = pipe.generate(
+            [prompts[i] for i in group],
+            seconds_total=args.seconds_start + durations[group[0]],
+            seconds_start=args.seconds_start,
+            steps=args.steps,
+            cfg_scale=args.cfg,
+            sampler=args.sampler,
+            seed=args.seed + group[0],
+            negative_prompt=args.negative,
+            batch=args.batch,
+            init_audio=init,
+            init_noise_level=args.init_noise,
+            progress=not args.no_progress,
+        )
+        for i, clip in zip(group, audio):
+            clips[i] = clip
+    return clips, sr
