@@ -28,9 +28,9 @@ def _model(**kw):
     return MaskedTransformer(MaskedConfig(**cfg.__dict__)).eval()
 
 
-def _inputs(B=2, T=12, seed=1):
+def _inputs(b=2, t=12, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 17, (B, 3, T), generator=g), torch.randn(B, 5, 16, generator=g)
+    return torch.randint(0, 17, (b, 3, t), generator=g), torch.randn(b, 5, 16, generator=g)
 
 
 @pytest.mark.parametrize("name", ["masked_mega", "masked_tiny", "masked_micro"])
@@ -52,7 +52,7 @@ def test_mega_shape_and_closed_form():
 def test_forward_flops_match_torch_flop_counter():
     cfg = masked_micro()
     model = MaskedTransformer(cfg).eval()
-    codes, ctx = _inputs(B=1, T=12)
+    codes, ctx = _inputs(b=1, t=12)
     # The math SDPA backend runs attention as counted matmuls (the CPU flash kernel is not counted).
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(codes, 0, context=ctx)
@@ -89,7 +89,7 @@ def test_bidirectional_every_frame_sees_the_future(positions):
 
 def test_stage_window_restricts_stages_above_zero_only():
     model = _model(stage_window=1)
-    codes, ctx = _inputs(T=16)
+    codes, ctx = _inputs(t=16)
     changed = codes.clone()
     changed[:, 0, 15] = (changed[:, 0, 15] + 1) % 17
     # 2 layers x window 1: frame 0 sees frames <= 2 at stage 1, so frame 15 cannot reach it; at stage 0 it can.
@@ -112,7 +112,7 @@ def test_stage_selects_its_head():
 
 def test_padding_frames_do_not_change_valid_frames():
     model = _model()
-    codes, ctx = _inputs(B=1, T=10)
+    codes, ctx = _inputs(b=1, t=10)
     valid = torch.zeros(1, 10, dtype=torch.bool)
     valid[:, :6] = True
     a = model(codes, 0, context=ctx, frame_mask=valid)

@@ -19,8 +19,8 @@ def _model():
     return MaskedTransformer(masked_micro()).eval()
 
 
-def _guided(model, B=2):
-    ctx = torch.randn(B, 5, 16, generator=torch.Generator().manual_seed(3))
+def _guided(model, b=2):
+    ctx = torch.randn(b, 5, 16, generator=torch.Generator().manual_seed(3))
     return GuidedLogits(model, ctx, None, torch.zeros_like(ctx), None)
 
 

@@ -93,8 +93,8 @@ class MaskedAudioGen:
         x = torch.from_numpy(np.ascontiguousarray(audio))[None]  # (1, C, T)
         return self.codec.encode(x, chunk_seconds=10.0).codes[0]  # (K, L)
 
-    def _plan(self, seconds: float, prefix, inpaint) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """(frames, codes (K, T), known (K, T)) for a plain generation, a continuation or an inpainting."""
+    def _plan(self, seconds: float, prefix, inpaint) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes (K, T), known (K, T)) for a plain generation, a continuation or an inpainting."""
         K = self.model.cfg.transformer.n_codebooks
         if inpaint is not None:
             audio, sr, start_s, end_s = inpaint
@@ -105,7 +105,7 @@ class MaskedAudioGen:
                                  f"[{start_s}, {end_s})")  # fmt: skip
             known = torch.ones(K, frames, dtype=torch.bool)
             known[:, math.floor(start_s * self.frame_rate) : math.ceil(end_s * self.frame_rate)] = False
-            return frames, codes, known
+            return codes, known
         frames = math.ceil(seconds * self.frame_rate - 1e-9)
         codes = torch.zeros(K, frames, dtype=torch.long)
         known = torch.zeros(K, frames, dtype=torch.bool)
@@ -116,7 +116,7 @@ class MaskedAudioGen:
                 raise ValueError(f"the prefix ({np.asarray(audio).shape[-1] / sr:g} s, {given.shape[1]} frames) is "
                                  f"longer than the requested duration ({seconds:g} s, {frames} frames)")  # fmt: skip
             codes[:, : given.shape[1]], known[:, : given.shape[1]] = given, True
-        return frames, codes, known
+        return codes, known
 
     def _check(self, prompts: Sequence[str], seconds: float, decode_cfg: DecodeConfig) -> None:
         if isinstance(prompts, str) or not prompts:
@@ -173,11 +173,12 @@ class MaskedAudioGen:
             dcfg = dataclasses.replace(self.model.cfg.decode, **{k: v for k, v in overrides.items() if v is not None})
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        if inpaint is not None:
+            seconds = np.asarray(inpaint[0]).shape[-1] / inpaint[1]
         self._check(prompts, seconds, dcfg)
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        frames, codes, known = self._plan(seconds, prefix, inpaint)
-        seconds = frames / self.frame_rate if inpaint is not None else seconds
+        codes, known = self._plan(seconds, prefix, inpaint)
         bar = tqdm(total=math.ceil(len(prompts) / batch) * sum(dcfg.steps), desc="generate", disable=not progress)
         outputs = []
         for first in range(0, len(prompts), batch):
