@@ -167,3 +167,18 @@ def test_cli_generate_dispatches_on_the_model_kind(setup, tmp_path, capsys):
     assert "has 3 stages" in capsys.readouterr().err
     assert main([*bad, "--stage-steps", "2,x"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_code_set_rejects_bad_codes(tmp_path):
+    from wavefoundry.data.codes import CodeInfo, write_code_set
+    from wavefoundry.data.manifest import read_manifest
+
+    manifest = generate_synthcaps(tmp_path / "s", SynthConfig(n_items=1, seconds=0.5, channels=1), progress=False)
+    items = read_manifest(manifest)
+    info = CodeInfo(codec="", sample_rate=16000, channels=1, hop_length=256, n_codebooks=2, codebook_size=32)
+    with pytest.raises(ValueError, match=r"code ids outside \[0, 32\)"):
+        write_code_set(tmp_path / "c", items, [np.full((2, 5), 32)], info)
+    with pytest.raises(ValueError, match=r"expected \(2, L\)"):
+        write_code_set(tmp_path / "c", items, [np.zeros((3, 5), dtype=np.int64)], info)
+    with pytest.raises(FileNotFoundError, match="is not a code set"):
+        CodeSet(tmp_path / "nothing")
