@@ -32,7 +32,7 @@ MIN_FRAMES = 7
 
 @dataclass(kw_only=True)
 class ConformerConfig:
-    """Shape of a :class:`ConformerEncoder`; defaults are Conformer-S (10M; paper Table 1) over 80 mel bins."""
+    """Shape of a :class:`ConformerEncoder`; defaults are Conformer-S (paper Table 1) over 80 mel bins."""
 
     sample_rate: int = 16000
     n_mels: int = 80
@@ -216,7 +216,10 @@ class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.mel = MelSpectrogram(cfg.mel_config())
+        # The filterbank is a non-persistent buffer computed with .item() calls: build it on the CPU even under a
+        # meta-device context (parameter accounting); .to(device) moves it with the rest.
+        with torch.device("cpu"):
+            self.mel = MelSpectrogram(cfg.mel_config())
         self.subsample = Subsampling(cfg.n_mels, cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
@@ -273,17 +276,17 @@ class ConformerEncoder(nn.Module):
 
 
 def conformer_s() -> ConformerConfig:
-    """Conformer-S (paper Table 1): 16 layers, width 144, 4 heads, kernel 31 (~10M)."""
+    """Conformer-S (paper Table 1): 16 layers, width 144, 4 heads, kernel 31 (8.7M; the paper's 10.3M has a decoder)."""
     return ConformerConfig()
 
 
 def conformer_m() -> ConformerConfig:
-    """Conformer-M (paper Table 1): 16 layers, width 256, 4 heads (~30M)."""
+    """Conformer-M (paper Table 1): 16 layers, width 256, 4 heads (27.2M)."""
     return ConformerConfig(dim=256)
 
 
 def conformer_l() -> ConformerConfig:
-    """Conformer-L (paper Table 1): 17 layers, width 512, 8 heads (~118M)."""
+    """Conformer-L (paper Table 1): 17 layers, width 512, 8 heads (114.8M)."""
     return ConformerConfig(dim=512, n_layers=17, n_heads=8)
 
 
