@@ -168,3 +168,18 @@ def test_param_counts_on_meta():
     assert 27e6 < big["vision"] < 28.5e6
     tiny = param_count(av_tiny())
     assert tiny["total"] < 6e6 and av_tiny().decoder.dim <= 128
+
+
+def test_config_round_trip_and_block_lists():
+    from wavefoundry.config import from_dict, to_dict
+    from wavefoundry.understanding.encdec import AVTextConfig
+
+    cfg = av_tiny(text_vocab=50, num_classes=3)
+    assert from_dict(AVTextConfig, to_dict(cfg)) == cfg
+    model = AVTextModel(cfg)
+    lists = model.block_lists()
+    assert len(model.blocks) == sum(len(b) for b in lists) == 4 + 4 + 1 + 4  # conformer, swin, fusion, decoder
+    registered = {id(m) for m in model.modules()}
+    assert all(id(lst) in registered for lst in lists)  # real submodules: in-place wrapping reaches the model
+    with pytest.raises(ValueError, match="memory_dim"):
+        AVTextConfig(fusion=av_tiny().fusion)  # default decoder memory_dim 512 != 128

@@ -159,10 +159,12 @@ def beam_search(
         if all(len(f) >= K for f in finished):
             break
         cache.reorder(src)
-    for b in range(B):
-        for k in range(K):
-            if len(finished[b]) < K and scores[b, k] > float("-inf"):
-                ids = seqs[b * K + k].tolist()
-                finished[b].append((ids, float(scores[b, k]) / length_penalty(len(ids), alpha)))
-        finished[b] = sorted(finished[b], key=lambda h: h[1], reverse=True)[:K]
-    return finished
+    return [_finish(finished[b], seqs[b * K : (b + 1) * K], scores[b], K, alpha) for b in range(B)]
+
+
+def _finish(finished: Hypotheses, seqs: Tensor, scores: Tensor, k: int, alpha: float) -> Hypotheses:
+    """Top up a row's finished hypotheses with its open beams (seqs (K, n), scores (K,)), best K first."""
+    for ids, score in zip(seqs.tolist(), scores.tolist(), strict=True):
+        if len(finished) < k and score > float("-inf"):
+            finished.append((ids, score / length_penalty(len(ids), alpha)))
+    return sorted(finished, key=lambda h: h[1], reverse=True)[:k]

@@ -98,11 +98,19 @@ class AVTextModel(nn.Module):
         self.class_head = nn.Linear(cfg.fusion.dim, cfg.num_classes) if cfg.num_classes else None
         self.label_head = nn.Linear(cfg.fusion.dim, cfg.num_labels) if cfg.num_labels else None
 
+    def block_lists(self) -> list[nn.ModuleList]:
+        """The registered ModuleLists of transformer blocks: Conformer, each Swin stage, fusion, decoder.
+
+        Wrap these in place (``lists[j][i] = checkpoint_wrapper(...)``) for activation checkpointing.
+        """
+        swin = [stage.blocks for stage in self.video_encoder.swin.stages]
+        return [self.audio_encoder.blocks, *swin, self.fusion.blocks, self.decoder.blocks]
+
     @property
     def blocks(self) -> nn.ModuleList:
-        """Conformer, Swin, fusion and decoder blocks, in order."""
-        swin = self.video_encoder.swin.blocks
-        return nn.ModuleList([*self.audio_encoder.blocks, *swin, *self.fusion.blocks, *self.decoder.blocks])
+        """Every transformer block in order, as a read-only view (fine for FSDP's ``fully_shard`` per block;
+        replacing an entry here does not reach the model: use :meth:`block_lists`)."""
+        return nn.ModuleList(b for blocks in self.block_lists() for b in blocks)
 
     def _drop_masks(self, batch: int, device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Per-row presence of (audio, visual) under modality dropout: a dropped row loses one of the two."""
@@ -205,8 +213,8 @@ def av_described() -> AVTextConfig:
 
 
 def av_tiny(text_vocab: int = 1024, num_classes: int = 0, num_labels: int = 0) -> AVTextConfig:
-    """A CPU-trainable model (2.98M with 1,024 text ids): Conformer 4 x 96 over 64 mel bins, Swin 2-2 at 64 px (64 tokens of 64),
-    one fusion layer and a 4-layer decoder of width 128 with a 64-token context."""
+    """A CPU-trainable model (2.98M with 1,024 text ids): Conformer 4 x 96 over 64 mel bins, Swin 2-2 at 64 px
+    (64 tokens of 64), one fusion layer and a 4-layer decoder of width 128 with a 64-token context."""
     d = 128
     return AVTextConfig(
         audio=conformer_tiny(),
