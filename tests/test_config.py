@@ -112,7 +112,7 @@ def test_presets_build_and_round_trip(tmp_path):
         cfg = get_preset(name)
         save_json(cfg, tmp_path / f"{name}.json")
         assert load_run_config(tmp_path / f"{name}.json") == cfg
-    valid = "valid presets: clap-synthcaps, codec-stereo, codec-tiny, codec-tiny-rvq, lm-speech-tiny, semantic-codec-"
+    valid = "valid presets: clap-synthcaps, codec-stereo, codec-tiny, codec-tiny-rvq, lm-speech-tiny, masked-mega, "
     with pytest.raises(ConfigError, match=valid):
         get_preset("nope")
 
