@@ -134,11 +134,14 @@ class WindowAttention(nn.Module):
         q, k, v = (proj(x).view(N, L, H, Dh).transpose(1, 2) for proj in (self.query, self.key, self.value))
         bias = self.relative_position_bias_table[self.relative_position_index].view(L, L, H).permute(2, 0, 1)
         bias = bias.unsqueeze(0).to(q.dtype)  # (1, H, L, L)
-        if mask is not None:
+        if mask is None:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, H, L, Dh)
+        else:
             nw = mask.shape[0]
-            bias = bias.expand(nw, -1, -1, -1).masked_fill(~mask[:, None], float("-inf"))  # (nw, H, L, L)
-            bias = bias.repeat(N // nw, 1, 1, 1)  # (N, H, L, L): windows are ordered image-major
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, H, L, Dh)
+            bias = bias.masked_fill(~mask[:, None], float("-inf"))  # (nw, H, L, L)
+            # Windows are ordered image-major: view them as (N / nw, nw) so the mask broadcasts over images.
+            q, k, v = (t.view(N // nw, nw, H, L, Dh) for t in (q, k, v))  # each (B, nw, H, L, Dh)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).view(N, H, L, Dh)
         return self.dense(o.transpose(1, 2).reshape(N, L, C))
 
 

@@ -115,7 +115,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, causal: bool, cache, start):
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        mask: Tensor | None,
+        causal: bool,
+        cache: DecoderCache | None,
+        start: int,
+    ) -> Tensor:
         """(B, L, D) -> (B, L, D); ``mask``: causal_mask output (causal) or (B, L) key mask (bidirectional)."""
         B, L, D = x.shape
         H, Dh = self.n_heads, D // self.n_heads
@@ -157,8 +165,18 @@ class TextBlock(nn.Module):
         o = attention(q, *kv, key_mask=memory_mask)  # (B, H, L, Dh)
         return ca.to_out(o.transpose(1, 2).reshape(B, L, D))
 
-    def forward(self, x: Tensor, kv, memory_mask: Tensor, rope, mask, causal: bool, cache, start) -> Tensor:
-        """(B, L, D) -> (B, L, D)."""
+    def forward(
+        self,
+        x: Tensor,
+        kv: tuple[Tensor, Tensor],
+        memory_mask: Tensor,
+        rope: tuple[Tensor, Tensor],
+        mask: Tensor | None,
+        causal: bool,
+        cache: DecoderCache | None,
+        start: int,
+    ) -> Tensor:
+        """(B, L, D) -> (B, L, D); kv from :meth:`memory_kv`, the rest as :class:`SelfAttention`."""
         x = x + self.self_attn(self.self_norm(x), rope, mask, causal, cache, start)
         x = x + self.cross(self.cross_norm(x), kv, memory_mask)
         return x + self.ffn(self.ffn_norm(x))
