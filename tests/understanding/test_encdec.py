@@ -183,3 +183,51 @@ def test_config_round_trip_and_block_lists():
     assert all(id(lst) in registered for lst in lists)  # real submodules: in-place wrapping reaches the model
     with pytest.raises(ValueError, match="memory_dim"):
         AVTextConfig(fusion=av_tiny().fusion)  # default decoder memory_dim 512 != 128
+
+
+def _naive_attention(q, k, v, allowed):
+    """softmax(q k^T / sqrt(d)) v per head with a boolean (Lq, Lk) mask, written out. q: (H, Lq, d)."""
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return s.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
+def test_decoder_matches_written_out_reference():
+    """One-layer TextDecoder against the block written out: RMSNorm, RoPE (rotate half), causal softmax, cross
+    softmax over the valid memory, SwiGLU, final RMSNorm, tied head."""
+    torch.manual_seed(5)
+    cfg = TextDecoderConfig(**{**DEC, "n_layers": 1})
+    dec = TextDecoder(cfg).eval()
+    for p in dec.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    L, H, Dh, D = 6, 4, 8, 32
+    ids = torch.randint(0, 40, (1, L))
+    memory, mmask = torch.randn(1, 5, D), torch.tensor([[True, True, False, True, False]])
+    blk = dec.blocks[0]
+
+    def rms(x, w):
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * w
+
+    def rope(x):  # (L, H, Dh); pairs (i, i + Dh/2), angle m * base^(-2i/Dh)
+        half = Dh // 2
+        theta = cfg.rope_base ** (-torch.arange(half).float() * 2 / Dh)
+        ang = torch.arange(L).float()[:, None, None] * theta  # (L, 1, half)
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * ang.cos() - x2 * ang.sin(), x2 * ang.cos() + x1 * ang.sin()), -1)
+
+    with torch.no_grad():
+        x = dec.embed.weight[ids[0]]  # (L, D)
+        qkv = rms(x, blk.self_norm.weight) @ blk.self_attn.qkv.weight.T  # (L, 3D)
+        q, k, v = (t.view(L, H, Dh) for t in qkv.split(D, -1))
+        q, k = rope(q), rope(k)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        o = _naive_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), causal)  # (H, L, Dh)
+        x = x + o.transpose(0, 1).reshape(L, D) @ blk.self_attn.out.weight.T
+        ca = blk.cross_attn
+        cq = (rms(x, blk.cross_norm.weight) @ ca.to_q.weight.T).view(L, H, Dh).transpose(0, 1)
+        ck, cv = (t.view(5, H, Dh).transpose(0, 1) for t in (memory[0] @ ca.to_kv.weight.T).split(D, -1))
+        co = _naive_attention(cq, ck, cv, mmask[0][None, :].expand(L, 5))
+        x = x + co.transpose(0, 1).reshape(L, D) @ ca.to_out.weight.T
+        g, u = (rms(x, blk.ffn_norm.weight) @ blk.ffn.gate_up.weight.T).chunk(2, -1)
+        x = x + (torch.nn.functional.silu(g) * u) @ blk.ffn.down.weight.T
+        ref = rms(x, dec.norm.weight) @ dec.embed.weight.T  # (L, V)
+        torch.testing.assert_close(dec(ids, memory, mmask)[0], ref, atol=1e-4, rtol=1e-4)
