@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wavefoundry.understanding.decoding import beam_search, length_penalty, sample_captions
-from wavefoundry.understanding.encdec import AVTextModel, av_described, av_tiny, param_count
+from wavefoundry.understanding.encdec import AVTextModel, av_described, av_preset, av_tiny, param_count
 from wavefoundry.understanding.fusion import CrossModalFusion, FusionConfig, Stream
 from wavefoundry.understanding.text_decoder import TextDecoder, TextDecoderConfig
 
@@ -29,8 +29,9 @@ def test_cached_decoding_equals_full_recomputation():
     with torch.no_grad():
         full = dec(ids, memory, mask)
         cache = dec.new_cache()
-        parts = [dec(ids[:, :4], memory, mask, cache=cache)]  # prefill, then one token at a time
-        parts += [dec(ids[:, i : i + 1], memory, mask, cache=cache) for i in range(4, 9)]
+        parts = [dec(ids[:, :4], memory, mask, cache=cache)]  # prefill, a chunk of 3, then one at a time
+        parts.append(dec(ids[:, 4:7], memory, mask, cache=cache))
+        parts += [dec(ids[:, i : i + 1], memory, mask, cache=cache) for i in range(7, 9)]
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -159,6 +160,12 @@ def test_modality_dropout_drops_one_per_row():
     present = torch.stack([enc.audio.present, enc.visual.present])  # (2, B)
     assert bool((present.sum(0) == 1).all())  # every row keeps exactly one modality
     assert bool(enc.memory_mask.any(1).all())
+
+
+def test_preset_lookup():
+    assert av_preset("av_tiny") == av_tiny()
+    with pytest.raises(ValueError, match="av_described, av_tiny"):
+        av_preset("av_huge")
 
 
 def test_param_counts_on_meta():

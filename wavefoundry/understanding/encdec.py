@@ -234,6 +234,13 @@ def av_tiny(text_vocab: int = 1024, num_classes: int = 0, num_labels: int = 0) -
 AV_PRESETS = {"av_described": av_described, "av_tiny": av_tiny}
 
 
+def av_preset(name: str) -> AVTextConfig:
+    """The config of preset ``name``; an unknown name raises ValueError listing the valid ones."""
+    if name not in AV_PRESETS:
+        raise ValueError(f"unknown audio-visual preset {name!r}; valid: {', '.join(AV_PRESETS)}")
+    return AV_PRESETS[name]()
+
+
 def param_count(cfg: AVTextConfig) -> dict[str, int]:
     """Parameters per part, counted on the meta device (nothing allocated)."""
     with torch.device("meta"):
