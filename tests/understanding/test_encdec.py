@@ -187,7 +187,15 @@ def test_config_round_trip_and_block_lists():
     lists = model.block_lists()
     assert len(model.blocks) == sum(len(b) for b in lists) == 4 + 4 + 1 + 4  # conformer, swin, fusion, decoder
     registered = {id(m) for m in model.modules()}
-    assert all(id(lst) in registered for lst in lists)  # real submodules: in-place wrapping reaches the model
+    assert all(id(lst) in registered for lst in lists)
+    # Activation checkpointing replaces model.blocks[i]; the replacement must reach the owning sub-model.
+    keys = set(model.state_dict())
+    marker = torch.nn.Sequential(model.blocks[5])  # a Swin block, wrapped
+    view = model.blocks
+    view[5] = marker
+    assert model.video_encoder.swin.stages[0].blocks[1] is marker and model.blocks[5] is marker
+    wrapped = {k.replace("stages.0.blocks.1.", "stages.0.blocks.1.0.") for k in keys}  # Sequential adds ".0"
+    assert set(model.state_dict()) == wrapped
     with pytest.raises(ValueError, match="memory_dim"):
         AVTextConfig(fusion=av_tiny().fusion)  # default decoder memory_dim 512 != 128
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wavefoundry.nn.block_view import BlockView
 from wavefoundry.understanding.conformer import ConformerConfig, ConformerEncoder, conformer_l, conformer_tiny
 from wavefoundry.understanding.fusion import CrossModalFusion, FusionConfig, Stream
 from wavefoundry.understanding.swin import SwinConfig, SwinEncoder, VideoConfig, VideoEncoder, swin_t, swin_tiny
@@ -101,16 +102,16 @@ class AVTextModel(nn.Module):
     def block_lists(self) -> list[nn.ModuleList]:
         """The registered ModuleLists of transformer blocks: Conformer, each Swin stage, fusion, decoder.
 
-        Wrap these in place (``lists[j][i] = checkpoint_wrapper(...)``) for activation checkpointing.
+        :attr:`blocks` is the flat view over them.
         """
         swin = [stage.blocks for stage in self.video_encoder.swin.stages]
         return [self.audio_encoder.blocks, *swin, self.fusion.blocks, self.decoder.blocks]
 
     @property
-    def blocks(self) -> nn.ModuleList:
-        """Every transformer block in order, as a read-only view (fine for FSDP's ``fully_shard`` per block;
-        replacing an entry here does not reach the model: use :meth:`block_lists`)."""
-        return nn.ModuleList(b for blocks in self.block_lists() for b in blocks)
+    def blocks(self) -> BlockView:
+        """Every transformer block in order (Conformer, Swin, fusion, decoder); assigning an entry (activation
+        checkpointing's wrapper) writes through to the sub-model that owns it."""
+        return BlockView(self.block_lists())
 
     def _drop_masks(self, batch: int, device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Per-row presence of (audio, visual) under modality dropout: a dropped row loses one of the two."""

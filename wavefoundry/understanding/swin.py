@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wavefoundry.nn.block_view import BlockView
+
 
 @dataclass(kw_only=True)
 class SwinConfig:
@@ -240,9 +242,9 @@ class SwinEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.out_dim, eps=cfg.norm_eps)
 
     @property
-    def blocks(self) -> nn.ModuleList:
-        """Every block of every stage, in order (for activation checkpointing / FSDP wrapping)."""
-        return nn.ModuleList(b for stage in self.stages for b in stage.blocks)
+    def blocks(self) -> BlockView:
+        """Every block of every stage, in order; assigning an entry writes through to its stage."""
+        return BlockView([stage.blocks for stage in self.stages])
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) float images -> (B, L, C_last) tokens.
